@@ -1,0 +1,228 @@
+"""config.yaml -> frozen dataclasses, validated at load.
+
+Every key has a default and a one-line description (`field(metadata={"help": ...})`).
+An unknown key or a wrong type is a `UserError` naming the file and the dotted key.
+`config.yaml` is shared by both halves: the app validates the sections it owns
+(`APP_SECTIONS`) and leaves the training sections to `training.config`, which
+validates the whole file.
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from app.errors import UserError
+
+
+def opt(default, help, factory=None):
+    """A dataclass field with a default and its one-line description."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+# ----------------------------------------------------------------------------- app sections
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    score_threshold: float = opt(0.4, "Global minimum score for a detection, 0..1.")
+    class_score_thresholds: typing.Dict[str, float] = opt(
+        None, "Per-class score thresholds by label name; override score_threshold.", dict)
+    iou_threshold: float = opt(0.6, "IoU above which per-class NMS suppresses a box.")
+    max_detections: int = opt(15, "Most detections kept per frame, after NMS.")
+    max_detections_per_class: int = opt(10, "Most detections kept per class, after NMS.")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    enabled: bool = opt(True, "Check the live model against the bundle's float model.")
+    interval_s: float = opt(10.0, "Seconds between sampled frames for the float check.")
+    min_agreement: float = opt(0.6, "Agreement (0..1) below which the live model is suspect.")
+    patience: int = opt(3, "Consecutive low checks before on_mismatch fires.")
+    on_mismatch: str = opt("fallback", "What to do on low agreement: warn | fallback | exit.")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = opt("", "HOST:PORT for the web view; empty disables it.")
+    credentials_file: str = opt("", "File holding the password/token; required off loopback.")
+    insecure: bool = opt(False, "Allow a non-loopback bind without credentials.")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    model: str = opt("models/demo", "Bundle directory, or a foreign .tflite file.")
+    labels: str = opt("", "Label file for foreign models (Coral 'id name' or one per line).")
+    sources: typing.List[str] = opt(
+        None, "Sources: camera index, /dev/videoN, rtsp/http URL, video, folder, glob, synthetic[:WxH[@FPS]].",
+        lambda: ["synthetic"])
+    runtime: str = opt("auto", "Interpreter: auto | edgetpu | cpu.")
+    precision: str = opt("auto", "Which bundle model runs live: auto | int8 | float.")
+    devices: typing.List[str] = opt(None, "Edge TPUs: usb, usb:N, pci, pci:N, :N; empty = all found.", list)
+    num_threads: int = opt(0, "CPU interpreter threads; 0 = number of cores.")
+    loop: bool = opt(False, "Restart video files at the end.")
+    realtime: bool = opt(False, "Pace files and folders like a live source (drop stale frames).")
+    max_frames: int = opt(0, "Stop after this many processed frames; 0 = run forever.")
+    headless: bool = opt(False, "Never open a preview window.")
+    events: str = opt("", "JSON-lines event output: a file path or '-' for stdout; empty = off.")
+    stats: str = opt("", "File the stats JSON is rewritten to every second; empty = off.")
+    source_timeout_s: float = opt(5.0, "Seconds without a frame before a source counts as lost.")
+    invoke_timeout_s: float = opt(10.0, "Seconds an invoke may hang before the interpreter is rebuilt.")
+    log_level: str = opt("info", "debug | info | warning | error.")
+
+
+APP_SECTIONS = {
+    "app": AppConfig,
+    "postprocess": PostprocessConfig,
+    "reference": ReferenceConfig,
+    "http": HttpConfig,
+}
+
+# Sections validated by training.config; the app skips them without reading them.
+TRAINING_SECTIONS = ("model", "data", "train", "eval", "export")
+
+
+# ----------------------------------------------------------------------------- the loader
+
+
+def _type_name(tp):
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value, tp, where):
+    """Checks `value` against annotation `tp`; returns the converted value."""
+    origin = getattr(tp, "__origin__", None)
+    args = getattr(tp, "__args__", ()) or ()
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError("{}: expected a mapping, got {!r}".format(where, value))
+        return build(tp, value, where)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _convert(value, [a for a in args if a is not type(None)][0], where)
+    if origin in (list, typing.List):
+        if not isinstance(value, list):
+            raise UserError("{}: expected a list, got {!r}".format(where, value))
+        return [_convert(v, args[0], "{}[{}]".format(where, i)) for i, v in enumerate(value)]
+    if origin in (dict, typing.Dict):
+        if not isinstance(value, dict):
+            raise UserError("{}: expected a mapping, got {!r}".format(where, value))
+        return {_convert(k, args[0], where): _convert(v, args[1], "{}.{}".format(where, k))
+                for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise UserError("{}: expected {}, got {!r}".format(where, _type_name(tp), value))
+    return value
+
+
+def build(cls, mapping, where):
+    """Builds dataclass `cls` from `mapping`; unknown keys and wrong types are errors.
+
+    Args:
+      cls: a (frozen) dataclass type whose fields all have defaults.
+      mapping: dict from YAML, or None for all defaults.
+      where: dotted location for messages, e.g. "config.yaml: train".
+    """
+    mapping = mapping or {}
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in mapping:
+        if key not in names:
+            raise UserError("{}.{}: unknown key. Known keys: {}. Fix the spelling or remove it."
+                            .format(where, key, ", ".join(names)))
+    values = {k: _convert(v, hints[k], "{}.{}".format(where, k)) for k, v in mapping.items()}
+    return cls(**values)
+
+
+def read_yaml(path):
+    """Reads a YAML mapping; a missing or malformed file is a `UserError`."""
+    import yaml
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (IOError, OSError) as e:
+        raise UserError("{}: cannot read config ({}). Pass --config with an existing file."
+                        .format(path, e.strerror or e))
+    except yaml.YAMLError as e:
+        raise UserError("{}: not valid YAML: {}".format(path, str(e).replace("\n", " ")))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError("{}: expected a mapping of sections at the top level".format(path))
+    return data
+
+
+def build_sections(data, sections, path, skip=()):
+    """Validates the top-level sections of a config mapping.
+
+    Args:
+      data: the YAML mapping.
+      sections: dict of section name -> dataclass type to build.
+      path: file name for messages.
+      skip: section names that are valid but owned by someone else.
+
+    Returns:
+      dict of section name -> built dataclass (defaults for absent sections).
+    """
+    for key in data:
+        if key not in sections and key not in skip:
+            raise UserError("{}: unknown section '{}'. Known sections: {}."
+                            .format(path, key, ", ".join(list(sections) + list(skip))))
+    return {name: build(cls, data.get(name), "{}: {}".format(path, name))
+            for name, cls in sections.items()}
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """The sections the device app reads."""
+    app: AppConfig
+    postprocess: PostprocessConfig
+    reference: ReferenceConfig
+    http: HttpConfig
+
+
+def load_device_config(path=None):
+    """Loads the app's sections of config.yaml; None gives all defaults."""
+    data = read_yaml(path) if path else {}
+    return DeviceConfig(**build_sections(data, APP_SECTIONS, path or "<defaults>",
+                                         skip=TRAINING_SECTIONS))
+
+
+def replace(section, **changes):
+    """Returns a copy of a frozen config section with CLI overrides applied (None = keep)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return dataclasses.replace(section, **changes)
+
+
+def render_yaml(sections, values=None):
+    """Renders sections as commented YAML: every key with its value and its description.
+
+    Args:
+      sections: dict of section name -> dataclass type.
+      values: optional dict of section name -> dataclass instance (defaults otherwise).
+    """
+    import yaml
+    lines = []
+
+    def emit(obj, indent):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            pad = "  " * indent
+            lines.append("{}# {}".format(pad, f.metadata.get("help", "")))
+            if dataclasses.is_dataclass(value):
+                lines.append("{}{}:".format(pad, f.name))
+                emit(value, indent + 1)
+            else:
+                text = yaml.safe_dump({f.name: value}, default_flow_style=True, width=1000).strip()
+                lines.append(pad + text[1:-1] if text.startswith("{") else pad + text)
+    for name, cls in sections.items():
+        obj = (values or {}).get(name) or cls()
+        lines.append("{}:".format(name))
+        emit(obj, 1)
+        lines.append("")
+    return "\n".join(lines)
