@@ -1,0 +1,115 @@
+"""app/synthetic.py: determinism, tight visible boxes, variety, and the moving camera scene."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from app import synthetic
+from app.synthetic import Shape
+
+
+def _pixel_box(mask):
+    """Tight pixel-edge box (ymin, xmin, ymax, xmax) of a bool mask, normalized."""
+    h, w = mask.shape
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return np.array([rows[0] / h, cols[0] / w, (rows[-1] + 1) / h, (cols[-1] + 1) / w])
+
+
+def _flat_shape(class_id, cy, cx, size, colour, angle=0.3, aspect=1.0):
+    return Shape(class_id, cy, cx, size, aspect, angle, colour, (0.0, 1.0, 0.0))
+
+
+def test_same_seed_same_scene_other_seed_differs():
+    a = synthetic.render_scene(np.random.RandomState(7), 96, 128)
+    b = synthetic.render_scene(np.random.RandomState(7), 96, 128)
+    c = synthetic.render_scene(np.random.RandomState(8), 96, 128)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+    assert a[0].shape == (96, 128, 3) and a[0].dtype == np.uint8
+    assert np.abs(a[0].astype(int) - c[0].astype(int)).mean() > 10
+
+
+@pytest.mark.parametrize("class_id", [0, 1, 2])
+def test_single_shape_box_is_tight_around_painted_pixels(class_id):
+    rng = np.random.RandomState(class_id)
+    for _ in range(20):
+        image = np.zeros((120, 160, 3), np.uint8)
+        shape = _flat_shape(class_id, rng.uniform(30, 90), rng.uniform(30, 130), rng.uniform(20, 50),
+                            (200, 100, 50), angle=rng.uniform(0, 6.3), aspect=rng.uniform(0.7, 1.4))
+        boxes, class_ids, _ = synthetic.compose(image, [shape])
+        painted = image.any(axis=2)  # independent of the code under test: colour != background
+        assert class_ids.tolist() == [class_id]
+        np.testing.assert_allclose(boxes[0], _pixel_box(painted), atol=1.0 / 160)
+
+
+def test_occluded_shape_box_covers_only_its_visible_part():
+    image = np.zeros((100, 200, 3), np.uint8)
+    under = _flat_shape(1, 50, 60, 60, (0, 0, 255), angle=0.0)      # columns 30..89
+    over = _flat_shape(1, 50, 100, 60, (0, 255, 0), angle=0.0)      # columns 70..129, hides 70..89
+    boxes, class_ids, _ = synthetic.compose(image, [under, over])
+    visible_under = (image == [0, 0, 255]).all(axis=2)
+    assert class_ids.tolist() == [1, 1]
+    np.testing.assert_allclose(boxes[0], _pixel_box(visible_under), atol=1.0 / 200)
+    assert boxes[0][3] * 200 == pytest.approx(70, abs=1)  # cut at the occluder's left edge
+
+
+def test_mostly_hidden_shape_gets_no_box():
+    image = np.zeros((100, 100, 3), np.uint8)
+    small = _flat_shape(0, 50, 50, 30, (255, 0, 0))
+    cover = _flat_shape(1, 50, 56, 40, (0, 255, 0), angle=0.0)  # hides ~80% of the circle
+    boxes, class_ids, _ = synthetic.compose(image, [small, cover])
+    assert class_ids.tolist() == [1]
+    assert (image == [255, 0, 0]).all(axis=2).sum() > 0  # still painted, just unlabeled
+
+
+def test_many_scenes_cover_counts_classes_and_sizes():
+    rng = np.random.RandomState(3)
+    counts, classes, sides = collections.Counter(), collections.Counter(), []
+    for _ in range(200):
+        image, boxes, class_ids = synthetic.render_scene(rng, 120, 140)
+        assert boxes.dtype == np.float32 and class_ids.dtype == np.int32
+        assert np.all(boxes >= 0) and np.all(boxes <= 1)
+        assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
+        counts[len(boxes)] += 1
+        classes.update(class_ids.tolist())
+        sides.extend(np.maximum((boxes[:, 2] - boxes[:, 0]) * 120, (boxes[:, 3] - boxes[:, 1]) * 140) / 120)
+    assert set(counts) == set(range(7))
+    assert min(classes[c] for c in range(3)) > 0.25 * sum(classes.values())
+    assert np.percentile(sides, 2) >= 0.12 and np.percentile(sides, 50) < 0.45
+
+
+def test_bad_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="RandomState"):
+        synthetic.render_scene(0, 100, 100)
+    with pytest.raises(ValueError, match=">= 32"):
+        synthetic.render_scene(np.random.RandomState(0), 10, 100)
+    with pytest.raises(ValueError, match="class_id"):
+        synthetic.shape_polygon(_flat_shape(5, 10, 10, 10, (0, 0, 0)))
+
+
+def _overlaps_another(boxes):
+    low = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    high = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    hit = np.all(high > low, axis=2)
+    np.fill_diagonal(hit, False)
+    return hit.any(axis=1)
+
+
+def test_moving_scene_moves_smoothly_and_bounces_inside():
+    scene = synthetic.MovingScene(320, 240, seed=1, num_shapes=3)
+    previous, travelled, full_frames = None, 0.0, 0
+    for _ in range(300):
+        image, boxes, class_ids = scene.next_frame()
+        assert image.shape == (240, 320, 3)
+        assert set(class_ids.tolist()) <= {0, 1, 2}
+        full_frames += len(boxes) == 3
+        if previous is not None and len(boxes) == len(previous) == 3:
+            # Occlusion may legitimately reshape a visible box; compare unoccluded boxes only.
+            for i in np.flatnonzero(~_overlaps_another(boxes) & ~_overlaps_another(previous)):
+                assert np.abs(boxes[i] - previous[i]).max() < 0.05  # a few pixels, never a jump
+                travelled += np.abs(boxes[i] - previous[i]).sum()
+        previous = boxes
+    # 300 frames at >= 1 px/frame cross the frame, so only bouncing keeps all three in view.
+    assert travelled > 1.0 and full_frames > 200
+    assert scene.frame_index == 300
