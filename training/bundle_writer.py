@@ -1,0 +1,102 @@
+"""Writing models/<name>/ atomically: everything goes into a temp dir beside it, then a rename.
+
+A reader (the app) sees either the old bundle or the new one, never half of one.
+A bundle that failed the fidelity gate goes to <out>/../rejected/<name>-<timestamp>/,
+never to <out>.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+from app.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+def write_json_atomic(path, obj):
+    """Writes `obj` as indented JSON to `path` via a temp file + os.replace."""
+    path = str(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def check_destination(out, force):
+    """Fails early (UserError -> exit 2) when `out` cannot receive a bundle.
+
+    Args:
+      out: bundle directory to create, e.g. models/demo.
+      force: whether an existing bundle may be replaced.
+    """
+    out = os.path.abspath(str(out))
+    if os.path.exists(out) and not force:
+        raise UserError("--out {}: a bundle already exists there. Pass --force to replace it "
+                        "(atomically) or choose another --out.".format(out))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError("--out {}: exists and is not a directory; choose another --out".format(out))
+    parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise UserError("--out {}: cannot create its parent folder ({}); choose a writable --out"
+                        .format(out, e.strerror))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError("--out {}: folder {} is not writable; choose a writable --out".format(out, parent))
+
+
+def staging_dir(out):
+    """A fresh temp dir on the same filesystem as `out` (so the final rename is atomic)."""
+    out = os.path.abspath(str(out))
+    return tempfile.mkdtemp(prefix=".{}.tmp-".format(os.path.basename(out)), dir=os.path.dirname(out))
+
+
+def publish(staged, out, force):
+    """Renames the finished `staged` dir to `out`; with `force` an old bundle is swapped out.
+
+    The old bundle is first renamed aside and deleted only after the new one is
+    in place; if the second rename fails, the old one is put back.
+    """
+    out = os.path.abspath(str(out))
+    old = None
+    if os.path.exists(out):
+        if not force:
+            raise UserError("--out {}: a bundle already exists there; pass --force".format(out))
+        old = tempfile.mkdtemp(prefix=".{}.old-".format(os.path.basename(out)), dir=os.path.dirname(out))
+        os.rmdir(old)
+        os.rename(out, old)
+    try:
+        os.rename(staged, out)
+    except OSError:
+        if old:
+            os.rename(old, out)
+        raise
+    if old:
+        shutil.rmtree(old)
+
+
+def reject(staged, out):
+    """Moves a bundle that failed the gate to <out>/../rejected/<name>-<timestamp>/; returns that path."""
+    out = os.path.abspath(str(out))
+    folder = os.path.join(os.path.dirname(out), "rejected")
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, "{}-{}".format(os.path.basename(out), time.strftime("%Y%m%d-%H%M%S")))
+    if os.path.exists(target):
+        target += "-{}".format(os.getpid())
+    os.rename(staged, target)
+    return target
+
+
+def discard(staged):
+    """Deletes a staging dir after a failure (nothing half-written stays behind)."""
+    if staged and os.path.isdir(staged):
+        shutil.rmtree(staged)
