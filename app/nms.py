@@ -1,0 +1,105 @@
+"""Greedy non-maximum suppression in numpy: single-class and per-class.
+
+Boxes are normalized [ymin, xmin, ymax, xmax] (any consistent units work). A box
+is suppressed when its IoU with an already kept box is strictly greater than
+`iou_threshold`, as in `tf.image.non_max_suppression`. Ties in score keep the
+lower index first (stable sort), so results are deterministic.
+"""
+
+import numpy as np
+
+
+def _check(boxes, scores):
+    boxes = np.asarray(boxes, dtype=np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError("boxes must be [K, 4], got shape {}".format(boxes.shape))
+    if scores.shape != (boxes.shape[0],):
+        raise ValueError("scores must be [{}], got shape {}".format(boxes.shape[0], scores.shape))
+    return boxes, scores
+
+
+def _check_limits(iou_threshold, **limits):
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError("iou_threshold must be in [0, 1], got {!r}".format(iou_threshold))
+    for name, value in limits.items():
+        if int(value) != value or value < 0:
+            raise ValueError("{} must be an integer >= 0, got {!r}".format(name, value))
+
+
+def iou_one_to_many(box, boxes):
+    """IoU of one box with each of `boxes`.
+
+    Args:
+      box: float [4] (ymin, xmin, ymax, xmax).
+      boxes: float [K, 4] (ymin, xmin, ymax, xmax).
+
+    Returns:
+      float32 [K]; 0 where the union is empty.
+    """
+    ymin = np.maximum(box[0], boxes[:, 0])
+    xmin = np.maximum(box[1], boxes[:, 1])
+    ymax = np.minimum(box[2], boxes[:, 2])
+    xmax = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
+    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    union = area + areas - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou.astype(np.float32)
+
+
+def nms(boxes, scores, iou_threshold, max_output):
+    """Greedy NMS over boxes of one class.
+
+    Args:
+      boxes: float [K, 4] (ymin, xmin, ymax, xmax).
+      scores: float [K].
+      iou_threshold: IoU in [0, 1] above which a lower-scored box is dropped.
+      max_output: most indices returned, >= 0.
+
+    Returns:
+      int64 [M] indices into `boxes`, M <= max_output, by descending score.
+    """
+    boxes, scores = _check(boxes, scores)
+    _check_limits(iou_threshold, max_output=max_output)
+    order = np.argsort(-scores, kind="mergesort")
+    keep = []
+    while order.size and len(keep) < max_output:
+        best = order[0]
+        keep.append(best)
+        rest = order[1:]
+        order = rest[iou_one_to_many(boxes[best], boxes[rest]) <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def per_class_nms(boxes, scores, class_ids, iou_threshold, max_per_class, max_total):
+    """NMS run separately for each class, then merged and capped.
+
+    Args:
+      boxes: float [K, 4] (ymin, xmin, ymax, xmax).
+      scores: float [K].
+      class_ids: int [K] class of each box.
+      iou_threshold: IoU in [0, 1] above which a lower-scored box of the same class is dropped.
+      max_per_class: most boxes kept per class, >= 0.
+      max_total: most boxes kept overall, >= 0.
+
+    Returns:
+      int64 [M] indices into `boxes`, M <= max_total, by descending score.
+    """
+    boxes, scores = _check(boxes, scores)
+    class_ids = np.asarray(class_ids)
+    if class_ids.shape != scores.shape:
+        raise ValueError("class_ids must be [{}], got shape {}".format(len(scores), class_ids.shape))
+    _check_limits(iou_threshold, max_per_class=max_per_class, max_total=max_total)
+    kept = []
+    for cls in np.unique(class_ids):
+        members = np.nonzero(class_ids == cls)[0]
+        kept.append(members[nms(boxes[members], scores[members], iou_threshold, max_per_class)])
+    if not kept:
+        return np.zeros((0,), dtype=np.int64)
+    kept = np.concatenate(kept)
+    # Sort by score, then by index so equal scores come out in a fixed order.
+    order = np.lexsort((kept, -scores[kept]))
+    return kept[order][:int(max_total)].astype(np.int64)

@@ -1,0 +1,230 @@
+"""Model outputs -> `Detections`: raw SSD heads (edgedet bundles) and foreign post-processed models.
+
+Two kinds of model reach the app:
+  * edgedet bundle models emit raw heads, `box_encodings` [1, N, 4] and
+    `class_logits` [1, N, C]; `decode_ssd` thresholds, scores, decodes and runs
+    per-class NMS on them, all vectorized. Training's evaluation calls the same code.
+  * foreign models (Coral zoo, OD API exports) end in `TFLite_Detection_PostProcess`
+    and emit finished detections; `decode_postprocess_outputs` maps and
+    dequantizes their four outputs.
+
+Boxes are normalized [ymin, xmin, ymax, xmax] everywhere here; `to_pixel_boxes`
+is the one place they become source-frame pixels [x0, y0, x1, y1].
+"""
+
+import collections
+import math
+
+import numpy as np
+
+from app import box_coder, nms
+
+Detections = collections.namedtuple("Detections", "boxes scores class_ids")
+Detections.__doc__ = """Detections of one image, sorted by score, highest first.
+
+boxes: float32 [K, 4] normalized (ymin, xmin, ymax, xmax).
+scores: float32 [K] in [0, 1].
+class_ids: int32 [K], 0-based.
+"""
+
+SCORE_CONVERTERS = ("sigmoid", "softmax")
+
+
+def empty_detections():
+    """Detections with K = 0 and the documented dtypes."""
+    return Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
+                      np.zeros((0,), np.int32))
+
+
+def dequantize(array, scale, zero_point):
+    """Integer tensor values -> real values, (q - zero_point) * scale.
+
+    Args:
+      array: integer array (uint8/int8/int16/int32...) or float array.
+      scale: quantization scale, > 0 for integer arrays.
+      zero_point: quantization zero point.
+
+    Returns:
+      float32 array of the same shape; a float `array` is returned unchanged.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind == "f":
+        return array
+    if array.dtype.kind not in "iu":
+        raise ValueError("expected an integer or float array, got dtype {}".format(array.dtype))
+    if not scale > 0:
+        raise ValueError("an integer array needs a quantization scale > 0, got {!r}".format(scale))
+    return ((array.astype(np.float32) - np.float32(zero_point)) * np.float32(scale))
+
+
+def to_pixel_boxes(boxes, frame_height, frame_width):
+    """Normalized model boxes -> source-frame pixel boxes, clipped to the frame.
+
+    The model input is the whole frame stretched, so normalized coordinates map
+    linearly onto the frame.
+
+    Args:
+      boxes: float [K, 4] normalized (ymin, xmin, ymax, xmax).
+      frame_height: source frame height in pixels.
+      frame_width: source frame width in pixels.
+
+    Returns:
+      float32 [K, 4] pixels (x0, y0, x1, y1).
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError("boxes must be [K, 4], got shape {}".format(boxes.shape))
+    if frame_height <= 0 or frame_width <= 0:
+        raise ValueError("frame size must be positive, got {}x{}".format(frame_width, frame_height))
+    y = np.clip(boxes[:, 0::2], 0.0, 1.0) * np.float32(frame_height)
+    x = np.clip(boxes[:, 1::2], 0.0, 1.0) * np.float32(frame_width)
+    return np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- raw SSD heads
+
+
+def _drop_batch(array, rank, name):
+    """[1, ...] -> [...]; checks the rank."""
+    array = np.asarray(array)
+    if array.ndim == rank + 1 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != rank:
+        raise ValueError("{} must have rank {} (or {} with batch 1), got shape {}".format(
+            name, rank, rank + 1, array.shape))
+    return array
+
+
+def _class_thresholds(num_classes, score_threshold, class_score_thresholds, background_class):
+    """float64 [C] score threshold per logits column; inf never passes."""
+    thresholds = np.full(num_classes, float(score_threshold))
+    offset = 1 if background_class else 0
+    for class_id, value in (class_score_thresholds or {}).items():
+        if not 0 <= int(class_id) < num_classes - offset:
+            raise ValueError("class_score_thresholds: class id must be in [0, {}), got {!r}".format(
+                num_classes - offset, class_id))
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError("class_score_thresholds[{}] must be in [0, 1], got {!r}".format(
+                class_id, value))
+        thresholds[int(class_id) + offset] = float(value)
+    if background_class:
+        thresholds[0] = np.inf
+    return thresholds
+
+
+def _logit_bounds(thresholds, score_converter):
+    """Per-column bound b such that score >= t implies logit >= b (sigmoid) or
+    logit - row max >= b (softmax). A loose bound is fine: survivors are checked exactly."""
+    with np.errstate(divide="ignore"):
+        if score_converter == "sigmoid":
+            return np.log(thresholds) - np.log1p(-np.minimum(thresholds, 1.0))
+        return np.log(thresholds)  # softmax p_c <= exp(l_c - max l)
+
+
+def _candidates(logits, bounds, score_converter, quantization):
+    """(rows, cols) of logits that may pass the thresholds, compared in the logits' own domain."""
+    if logits.dtype.kind in "iu":
+        scale, zero_point = quantization
+        # Floor keeps the integer bound loose by up to one step; the exact check follows.
+        offset = 0.0 if score_converter == "softmax" else float(zero_point)
+        with np.errstate(invalid="ignore"):
+            q_bounds = np.floor(bounds / float(scale) + offset)
+        q_bounds = np.clip(np.nan_to_num(q_bounds), -2 ** 31, 2 ** 31 - 1).astype(np.int64)
+        values = logits.astype(np.int64)
+    else:
+        q_bounds, values = bounds, logits
+    if score_converter == "softmax":
+        values = values - values.max(axis=1, keepdims=True)
+    rows, cols = np.nonzero(values >= q_bounds[None, :])
+    return rows, cols
+
+
+def _candidate_scores(logits, rows, cols, score_converter, quantization):
+    """float32 scores of the candidate (row, col) pairs; dequantizes only what it needs."""
+    if score_converter == "sigmoid":
+        x = dequantize(logits[rows, cols], *quantization).astype(np.float32)
+        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    unique_rows, inverse = np.unique(rows, return_inverse=True)
+    x = dequantize(logits[unique_rows], *quantization).astype(np.float32)
+    x = np.exp(x - x.max(axis=1, keepdims=True))
+    probs = x / x.sum(axis=1, keepdims=True)
+    return probs[inverse, cols].astype(np.float32)
+
+
+def _check_decode_args(score_converter, score_threshold, iou_threshold, max_detections,
+                       max_per_class, box_quantization, logit_quantization, boxes, logits, anchors):
+    if score_converter not in SCORE_CONVERTERS:
+        raise ValueError("score_converter must be one of {}, got {!r}".format(
+            SCORE_CONVERTERS, score_converter))
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError("score_threshold must be in [0, 1], got {!r}".format(score_threshold))
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError("iou_threshold must be in [0, 1], got {!r}".format(iou_threshold))
+    for name, value in (("max_detections", max_detections),
+                        ("max_detections_per_class", max_per_class)):
+        if int(value) != value or value < 0:
+            raise ValueError("{} must be an integer >= 0, got {!r}".format(name, value))
+    for name, array, quant in (("box_encodings", boxes, box_quantization),
+                               ("class_logits", logits, logit_quantization)):
+        if array.dtype.kind in "iu" and (quant is None or not quant[0] > 0):
+            raise ValueError("{} is {}: pass its (scale > 0, zero_point), got {!r}".format(
+                name, array.dtype, quant))
+    if boxes.shape[1] != 4 or anchors.shape != (boxes.shape[0], 4) or len(logits) != len(boxes):
+        raise ValueError("expected box_encodings [N, 4], class_logits [N, C], anchors [N, 4] with one N; "
+                         "got {}, {}, {}".format(boxes.shape, logits.shape, anchors.shape))
+
+
+def decode_ssd(box_encodings, class_logits, anchors, box_coder_scales=box_coder.DEFAULT_SCALES,
+               score_converter="sigmoid", score_threshold=0.4, iou_threshold=0.6, max_detections=15,
+               max_detections_per_class=10, class_score_thresholds=None, box_quantization=None,
+               logit_quantization=None, background_class=False):
+    """Raw SSD head outputs -> Detections (threshold, score, decode, per-class NMS).
+
+    Candidates are chosen in the logits' own domain before any float maths: for
+    integer logits the score threshold becomes an integer bound, and only the
+    survivors are dequantized, scored, and have their boxes decoded. An
+    (anchor, class) pair is one candidate, so an anchor may yield several classes.
+    Decoded boxes are clipped to [0, 1] before NMS, as the OD API's clip window does.
+
+    Args:
+      box_encodings: [N, 4] or [1, N, 4] (ty, tx, th, tw), float or integer.
+      class_logits: [N, C] or [1, N, C] logits, float or integer.
+      anchors: float [N, 4] (ycenter, xcenter, height, width), normalized.
+      box_coder_scales: (y, x, height, width) faster_rcnn_box_coder scales.
+      score_converter: "sigmoid" (per class) or "softmax" (over each anchor's row).
+      score_threshold: minimum score in [0, 1] for classes not in `class_score_thresholds`.
+      iou_threshold: per-class NMS IoU threshold in [0, 1].
+      max_detections: most detections returned.
+      max_detections_per_class: most detections per class.
+      class_score_thresholds: optional {class_id (0-based): threshold}.
+      box_quantization: (scale, zero_point) if `box_encodings` is integer.
+      logit_quantization: (scale, zero_point) if `class_logits` is integer.
+      background_class: True if logits column 0 is a background class (softmax
+        OD API models); it is never reported and class ids shift down by one.
+
+    Returns:
+      Detections; boxes normalized (ymin, xmin, ymax, xmax).
+    """
+    boxes = _drop_batch(box_encodings, 2, "box_encodings")
+    logits = _drop_batch(class_logits, 2, "class_logits")
+    anchors = np.asarray(anchors, dtype=np.float32)
+    _check_decode_args(score_converter, score_threshold, iou_threshold, max_detections,
+                       max_detections_per_class, box_quantization, logit_quantization, boxes,
+                       logits, anchors)
+    thresholds = _class_thresholds(logits.shape[1], score_threshold, class_score_thresholds,
+                                   background_class)
+    rows, cols = _candidates(logits, _logit_bounds(thresholds, score_converter), score_converter,
+                             logit_quantization)
+    scores = _candidate_scores(logits, rows, cols, score_converter, logit_quantization or (1.0, 0))
+    passed = scores >= thresholds[cols]
+    rows, cols, scores = rows[passed], cols[passed], scores[passed]
+    if not len(rows):
+        return empty_detections()
+    unique_rows, inverse = np.unique(rows, return_inverse=True)
+    codes = dequantize(boxes[unique_rows], *(box_quantization or (1.0, 0)))
+    decoded = box_coder.decode(codes, anchors[unique_rows], box_coder_scales)
+    decoded = np.clip(decoded, 0.0, 1.0)[inverse]
+    class_ids = (cols - (1 if background_class else 0)).astype(np.int32)
+    keep = nms.per_class_nms(decoded, scores, class_ids, iou_threshold, max_detections_per_class,
+                             max_detections)
+    return Detections(decoded[keep], scores[keep], class_ids[keep])
