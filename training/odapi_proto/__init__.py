@@ -121,3 +121,28 @@ def _scalar(field, value):
     if field.enum_type is not None:
         return field.enum_type.values_by_number[value].name
     return value
+
+
+def default_leaves(msg, prefix=""):
+    """Scalar fields NOT set in `msg` (or in any message set inside it) that have an OD API default.
+
+    The OD API reads these defaults, so an import must too: a fixed_shape_resizer with no height
+    is 300 high, not edgedet's default. Fields inside a oneof and repeated fields are skipped
+    (their absence has no default value).
+
+    Yields:
+      (path, default value) with paths as in `set_leaves`.
+    """
+    for field in msg.DESCRIPTOR.fields:
+        if _is_repeated(field) or field.message_type is not None or field.containing_oneof:
+            continue
+        if not msg.HasField(field.name) and field.has_default_value:
+            yield prefix + field.name, _scalar(field, field.default_value)
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        items = list(value) if _is_repeated(field) else [value]
+        for i, item in enumerate(items):
+            path = "{}{}[{}]".format(prefix, field.name, i) if _is_repeated(field) else prefix + field.name
+            for leaf in default_leaves(item, path + "."):
+                yield leaf
