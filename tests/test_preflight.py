@@ -1,0 +1,115 @@
+"""Edge TPU preflight, validated against real edgetpu_compiler results.
+
+Each uncompiled fixture in ../shared/fixtures/coral_test_data/ has a twin that Google's real
+compiler produced. The ops the compiler left outside `edgetpu-custom-op` in the twin are the
+ops that run on the CPU; the expected CPU-op multiset is read from the compiled file here,
+never written down, and compared with the prediction made on the uncompiled file.
+"""
+
+import collections
+import json
+
+import pytest
+
+from app.errors import UserError
+from training import cli
+from training.edgetpu import op_rules
+from training.edgetpu import preflight
+from training.edgetpu import tflite_schema
+
+PAIRS = [
+    ("deeplabv3_mnv2_dm05_pascal_quant.tflite", "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite"),
+    ("mobilenet_v1_0.25_128_quant.tflite", "mobilenet_v1_0.25_128_quant_edgetpu.tflite"),
+    ("keras_lstm_mnist_ptq.tflite", "keras_lstm_mnist_ptq_edgetpu.tflite"),
+    ("split_concat.tflite", "split_concat_edgetpu.tflite"),
+]
+
+
+def _compiler_cpu_ops(compiled_path):
+    """Multiset of op names the real compiler left on the CPU, and its TPU subgraph count."""
+    ops = tflite_schema.read_model(compiled_path).subgraphs[0].ops
+    tpu = [op for op in ops if op.custom_code == op_rules.EDGETPU_CUSTOM_OP]
+    return collections.Counter(op.name for op in ops if op not in tpu), len(tpu)
+
+
+@pytest.mark.parametrize("plain,compiled", PAIRS)
+def test_prediction_matches_the_real_compiler(coral_dir, plain, compiled):
+    expected_cpu, expected_subgraphs = _compiler_cpu_ops(coral_dir / compiled)
+    total = len(tflite_schema.read_model(coral_dir / plain).subgraphs[0].ops)
+
+    report = preflight.preflight(coral_dir / plain)
+    assert report["compiled"] is False
+    assert collections.Counter(e["op"] for e in report["cpu_ops"]) == expected_cpu
+    assert report["ops_on_cpu"] == sum(expected_cpu.values())
+    assert report["ops_on_tpu"] == total - sum(expected_cpu.values())
+    assert report["subgraphs"] == expected_subgraphs == 1
+    assert all(e["reason"] for e in report["cpu_ops"])
+    assert report["problems"] == []
+    json.dumps(report)                                   # JSON-ready as it is
+
+
+def test_deeplab_cut_is_where_the_compiler_cut(coral_dir):
+    report = preflight.preflight(coral_dir / PAIRS[0][0])
+    # The compiler's own figures for this pair, spelled out once: 64 of 72 ops mapped.
+    assert (report["ops_total"], report["ops_on_tpu"], report["ops_on_cpu"]) == (72, 64, 8)
+    assert collections.Counter(e["op"] for e in report["cpu_ops"]) == {
+        "RESIZE_BILINEAR": 3, "QUANTIZE": 1, "CONCATENATION": 1, "CONV_2D": 2, "ARG_MAX": 1}
+    first = report["cpu_ops"][0]
+    assert (first["index"], first["op"]) == (64, "RESIZE_BILINEAR")
+    assert "1x1" in first["reason"]
+    assert all("#64 RESIZE_BILINEAR" in e["reason"] for e in report["cpu_ops"][1:-1])
+    assert report["op_counts"]["CONV_2D"] == {"tpu": 36, "cpu": 2}
+    # The biggest tensor a mapped op touches: 1x257x257x48 uint8.
+    assert report["largest_activation"]["bytes"] == 257 * 257 * 48
+    assert report["warnings"] == []
+    assert report["inputs"][0]["shape"] == [1, 513, 513, 3]
+    assert report["inputs"][0]["quantization"][1] == 128
+
+
+@pytest.mark.parametrize("plain,compiled", PAIRS)
+def test_compiled_file_is_reported_as_compiled(coral_dir, plain, compiled):
+    expected_cpu, _ = _compiler_cpu_ops(coral_dir / compiled)
+    report = preflight.preflight(coral_dir / compiled)
+    assert report["compiled"] is True
+    assert report["ops_on_tpu"] == report["subgraphs"] == 1
+    assert collections.Counter(e["op"] for e in report["cpu_ops"]) == expected_cpu
+
+
+def test_unknown_custom_op_is_a_cpu_op_with_a_reason(coral_dir):
+    report = preflight.preflight(coral_dir / "model_invoking_error.tflite")
+    assert (report["ops_on_tpu"], report["ops_on_cpu"], report["subgraphs"]) == (0, 1, 0)
+    [entry] = report["cpu_ops"]
+    assert (entry["op"], entry["custom_code"]) == ("CUSTOM", "fake-op-double")
+    assert "unknown custom op 'fake-op-double'" in entry["reason"]
+    assert any("compilation will fail" in p for p in report["problems"])
+    assert any("float tensor" in p for p in report["problems"])
+    assert "CUSTOM:fake-op-double" in preflight.format_report(report)
+
+
+def test_cli_prints_the_table_and_writes_json(coral_dir, tmp_path, capsys):
+    out = tmp_path / "preflight.json"
+    code = cli.main(["preflight", str(coral_dir / PAIRS[0][0]), "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Number of operations that will run on Edge TPU: 64" in text
+    assert "Number of operations that will run on CPU: 8" in text
+    row = [line for line in text.splitlines() if line.startswith("ARG_MAX")]
+    assert row and row[0].split()[1] == "1"
+    saved = json.loads(out.read_text())
+    assert (saved["ops_on_tpu"], saved["ops_on_cpu"]) == (64, 8)
+    assert [p.name for p in tmp_path.iterdir()] == ["preflight.json"]     # no temp file left
+
+
+def test_bad_files_are_user_errors(tmp_path, coral_dir):
+    not_tflite = tmp_path / "photo.tflite"
+    not_tflite.write_bytes((coral_dir / "face.jpg").read_bytes()[:4096])
+    with pytest.raises(UserError, match="not a TFLite model"):
+        preflight.preflight(not_tflite)
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes((coral_dir / PAIRS[0][0]).read_bytes()[:5000])
+    with pytest.raises(UserError, match="corrupt TFLite flatbuffer"):
+        preflight.preflight(truncated)
+    with pytest.raises(UserError, match="cannot read"):
+        preflight.preflight(tmp_path / "missing.tflite")
+    with pytest.raises(UserError, match="does not exist"):
+        preflight.write_json({}, tmp_path / "no_dir" / "x.json")
