@@ -288,8 +288,12 @@ def _tidy(value):
 
 
 def _same(a, b):
+    """Equality, with float32 read-back noise tolerated for numbers."""
+    numbers = (int, float)
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-6 * max(1.0, abs(b))
+        if not (isinstance(a, numbers) and isinstance(b, numbers)):
+            return False
+        return abs(a - b) <= 1e-6 * max(1.0, abs(b))
     return a == b
 
 

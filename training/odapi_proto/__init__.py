@@ -23,7 +23,7 @@ _UNKNOWN_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"
 @functools.lru_cache(maxsize=None)
 def message_class(name="TrainEvalPipelineConfig"):
     """The generated message class of one schema message (e.g. "TrainEvalPipelineConfig")."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+    from google.protobuf import descriptor_pb2, message_factory, text_format
     file_proto = descriptor_pb2.FileDescriptorProto()
     with open(SCHEMA_PATH) as f:
         text_format.Parse(f.read(), file_proto)
