@@ -228,3 +228,179 @@ def decode_ssd(box_encodings, class_logits, anchors, box_coder_scales=box_coder.
     keep = nms.per_class_nms(decoded, scores, class_ids, iou_threshold, max_detections_per_class,
                              max_detections)
     return Detections(decoded[keep], scores[keep], class_ids[keep])
+
+
+# ----------------------------------------------------------------------------- foreign models
+#
+# A model ending in TFLite_Detection_PostProcess has four outputs: boxes [1, M, 4]
+# (ymin, xmin, ymax, xmax), classes [1, M], scores [1, M] and count [1]. Their
+# order depends on the exporter, so each is found by, in turn:
+#   1. the signature's output names: a name containing "box", "class", "score" or
+#      "num"/"count" (Model Garden, our converter runs); or the OD API TF2 exporter's
+#      anonymous "output_0".."output_3", which are count, scores, classes, boxes;
+#   2. the TF1 tensor names "TFLite_Detection_PostProcess" and ":1", ":2", ":3"
+#      (boxes, classes, scores, count);
+#   3. shapes: boxes is the rank-3 output, count the size-1 output. The two [1, M]
+#      outputs cannot be told apart by shape, so their order decides, as in
+#      pycoral: when count is the last output the model keeps the op's own (TF1)
+#      order and the first [1, M] output is classes; otherwise it is the order TF2
+#      converters produce for OD API exports (scores, boxes, count, classes) and
+#      the first [1, M] output is scores.
+# Each candidate mapping must fit the shapes before it is accepted.
+
+POSTPROCESS_ROLES = ("boxes", "classes", "scores", "count")
+_KEYWORDS = (("boxes", ("box",)), ("classes", ("class",)), ("scores", ("score",)),
+             ("count", ("num", "count")))
+_ODAPI_TF2_SIGNATURE = {"output_0": "count", "output_1": "scores", "output_2": "classes",
+                        "output_3": "boxes"}
+_TF1_NAME = "TFLite_Detection_PostProcess"
+
+
+def _shape(detail):
+    return tuple(int(v) for v in detail["shape"])
+
+
+def _fits(mapping, details):
+    """True if a role -> position mapping has the op's output shapes."""
+    if mapping is None or sorted(mapping.values()) != list(range(len(details))):
+        return False
+    boxes, count = _shape(details[mapping["boxes"]]), _shape(details[mapping["count"]])
+    if len(boxes) != 3 or boxes[2] != 4 or int(np.prod(count)) != 1:
+        return False
+    return all(_shape(details[mapping[r]]) == boxes[:2] for r in ("classes", "scores"))
+
+
+def _by_signature(details, signature_outputs):
+    if not signature_outputs:
+        return None
+    position = {int(d["index"]): i for i, d in enumerate(details)}
+    index = {name: int(v["index"] if isinstance(v, dict) else v) for name, v in signature_outputs.items()}
+    if set(index) == set(_ODAPI_TF2_SIGNATURE):
+        roles = {_ODAPI_TF2_SIGNATURE[name]: i for name, i in index.items()}
+    else:
+        roles = {}
+        for role, words in _KEYWORDS:
+            names = [n for n in index if any(w in n.lower() for w in words)]
+            if len(names) == 1:
+                roles[role] = index[names[0]]
+    if len(roles) != 4 or not all(i in position for i in roles.values()):
+        return None
+    return {role: position[i] for role, i in roles.items()}
+
+
+def _by_tf1_names(details):
+    suffixes = {"": "boxes", ":1": "classes", ":2": "scores", ":3": "count"}
+    mapping = {}
+    for i, d in enumerate(details):
+        name = d.get("name", "")
+        if name.startswith(_TF1_NAME) and name[len(_TF1_NAME):] in suffixes:
+            mapping[suffixes[name[len(_TF1_NAME):]]] = i
+    return mapping if len(mapping) == 4 else None
+
+
+def _by_shape(details):
+    shapes = [_shape(d) for d in details]
+    boxes = [i for i, s in enumerate(shapes) if len(s) == 3 and s[2] == 4]
+    count = [i for i, s in enumerate(shapes) if int(np.prod(s)) == 1 and len(s) <= 1]
+    pair = [i for i in range(len(shapes)) if i not in boxes + count]
+    if len(boxes) != 1 or len(count) != 1 or len(pair) != 2:
+        return None
+    first, second = pair
+    if count[0] == len(shapes) - 1:  # the op's own (TF1) order
+        return {"boxes": boxes[0], "count": count[0], "classes": first, "scores": second}
+    return {"boxes": boxes[0], "count": count[0], "scores": first, "classes": second}
+
+
+def map_postprocess_outputs(output_details, signature_outputs=None):
+    """Finds the four TFLite_Detection_PostProcess outputs (rules in the comment above).
+
+    Args:
+      output_details: the interpreter's `get_output_details()` list; each dict
+        needs "index", "name" and "shape".
+      signature_outputs: optional {signature output name: tensor index} (or
+        {name: detail dict}), e.g. from `signature_outputs(interpreter)`.
+
+    Returns:
+      {"boxes", "classes", "scores", "count": position in `output_details`}.
+
+    Raises:
+      ValueError: the outputs are not those of TFLite_Detection_PostProcess.
+    """
+    details = list(output_details)
+    shapes = [_shape(d) for d in details]
+    if len(details) == 4:
+        for mapping in (_by_signature(details, signature_outputs), _by_tf1_names(details),
+                        _by_shape(details)):
+            if _fits(mapping, details):
+                return mapping
+    raise ValueError("expected the 4 outputs of TFLite_Detection_PostProcess (boxes [1, M, 4], "
+                     "classes [1, M], scores [1, M], count [1]), got shapes {}".format(shapes))
+
+
+def signature_outputs(interpreter):
+    """{output name: tensor index} of the interpreter's only (or serving_default) signature, or None."""
+    signatures = interpreter.get_signature_list() if hasattr(interpreter, "get_signature_list") else {}
+    if not signatures:
+        return None
+    key = "serving_default" if "serving_default" in signatures else None
+    if key is None and len(signatures) == 1:
+        key = next(iter(signatures))
+    if key is None:
+        return None
+    details = interpreter.get_signature_runner(key).get_output_details()
+    return {name: int(detail["index"]) for name, detail in details.items()}
+
+
+def _detail_quantization(detail):
+    """(scale, zero_point) of an output; integer outputs without one hold plain integers."""
+    scale, zero_point = detail.get("quantization", (0.0, 0)) or (0.0, 0)
+    if not scale:
+        params = detail.get("quantization_parameters") or {}
+        scales, zeros = params.get("scales", ()), params.get("zero_points", ())
+        if len(scales):
+            scale, zero_point = float(scales[0]), int(zeros[0]) if len(zeros) else 0
+    return (float(scale), int(zero_point)) if scale else (1.0, 0)
+
+
+def decode_postprocess_outputs(output_details, outputs, signature_outputs=None, score_threshold=0.0,
+                               class_score_thresholds=None, max_detections=None):
+    """Outputs of a model ending in TFLite_Detection_PostProcess -> Detections.
+
+    Every integer output is dequantized with its own scale and zero point, and
+    class indices are ROUNDED: converters asked for uint8 outputs quantize class
+    ids too (3 classes -> scale 2/255, class 1 stored as 127 -> 0.996), and
+    truncating that gives the wrong class. `count` is rounded and clamped to [0, M].
+
+    Args:
+      output_details: the interpreter's `get_output_details()` list.
+      outputs: arrays in the same order as `output_details`.
+      signature_outputs: optional {signature output name: tensor index}.
+      score_threshold: minimum score in [0, 1] for classes not in `class_score_thresholds`.
+      class_score_thresholds: optional {class_id (0-based): threshold}.
+      max_detections: optional cap on the number returned.
+
+    Returns:
+      Detections; boxes normalized (ymin, xmin, ymax, xmax), clipped to [0, 1].
+    """
+    details = list(output_details)
+    if len(outputs) != len(details):
+        raise ValueError("expected one array per output detail ({}), got {}".format(
+            len(details), len(outputs)))
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError("score_threshold must be in [0, 1], got {!r}".format(score_threshold))
+    if max_detections is not None and (int(max_detections) != max_detections or max_detections < 0):
+        raise ValueError("max_detections must be None or an integer >= 0, got {!r}".format(max_detections))
+    mapping = map_postprocess_outputs(details, signature_outputs)
+    real = {role: dequantize(outputs[i], *_detail_quantization(details[i])).astype(np.float32)
+            for role, i in mapping.items()}
+    boxes = real["boxes"].reshape(-1, 4)
+    count = int(np.clip(np.rint(real["count"].reshape(-1)[0]), 0, len(boxes)))
+    boxes = np.clip(boxes[:count], 0.0, 1.0)
+    class_ids = np.rint(real["classes"].reshape(-1)[:count]).astype(np.int32)
+    scores = real["scores"].reshape(-1)[:count]
+    thresholds = np.full(count, float(score_threshold), np.float32)
+    for class_id, value in (class_score_thresholds or {}).items():
+        thresholds[class_ids == int(class_id)] = float(value)
+    keep = np.nonzero(scores >= thresholds)[0]
+    keep = keep[np.argsort(-scores[keep], kind="mergesort")][:max_detections]
+    return Detections(boxes[keep], scores[keep], class_ids[keep])

@@ -186,3 +186,125 @@ def test_decode_inverts_the_box_coder_end_to_end():
     det = decode_ssd(enc, logits, anchors)
     assert det.class_ids.tolist() == [2, 0]
     np.testing.assert_allclose(det.boxes, truth, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- foreign outputs
+
+from app.postprocess import decode_postprocess_outputs, map_postprocess_outputs  # noqa: E402
+
+M = 4
+# Four detections, ground truth: classes 0, 1, 2, 1 with scores 0.9, 0.8, 0.6, 0.3 (count 3 valid + 1 pad).
+BOXES = np.array([[[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 1.05], [0.2, 0.6, 0.3, 0.7], [0, 0, 0, 0]]],
+                 np.float32)
+CLASS_Q = (2.0 / 255, 0)  # what the converter picks for 3 classes with uint8 outputs
+BOX_Q = (1.05 / 255, 0)
+SCORE_Q = (1.0 / 256, 0)
+COUNT_Q = (4.0 / 255, 0)
+
+
+def detail(name, index, shape, quant=(0.0, 0), dtype=np.uint8):
+    return {"name": name, "index": index, "shape": np.array(shape, np.int32), "dtype": dtype,
+            "quantization": quant}
+
+
+def uint8_arrays():
+    return {"boxes": np.round(BOXES / BOX_Q[0]).astype(np.uint8),
+            # class 1 -> 127 (0.996) and class 2 -> 255, as the real converter stores them
+            "classes": np.array([[0, 127, 255, 127]], np.uint8),
+            "scores": np.round(np.array([[0.9, 0.8, 0.6, 0.3]]) / SCORE_Q[0]).astype(np.uint8),
+            "count": np.array([191], np.uint8)}  # 191 * 4/255 = 2.996 -> 3
+
+
+def tf1_order():
+    details = [detail("TFLite_Detection_PostProcess", 10, [1, M, 4], BOX_Q),
+               detail("TFLite_Detection_PostProcess:1", 11, [1, M], CLASS_Q),
+               detail("TFLite_Detection_PostProcess:2", 12, [1, M], SCORE_Q),
+               detail("TFLite_Detection_PostProcess:3", 13, [1], COUNT_Q)]
+    a = uint8_arrays()
+    return details, [a["boxes"], a["classes"], a["scores"], a["count"]]
+
+
+def tf2_order():
+    # The order TF2 converters give OD API exports: scores, boxes, count, classes.
+    details = [detail("StatefulPartitionedCall:1", 20, [1, M], SCORE_Q),
+               detail("StatefulPartitionedCall:3", 21, [1, M, 4], BOX_Q),
+               detail("StatefulPartitionedCall:0", 22, [1], COUNT_Q),
+               detail("StatefulPartitionedCall:2", 23, [1, M], CLASS_Q)]
+    a = uint8_arrays()
+    return details, [a["scores"], a["boxes"], a["count"], a["classes"]]
+
+
+def check_expected(det):
+    assert det.class_ids.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(det.scores, [0.9, 0.8, 0.6], atol=SCORE_Q[0] / 2 + 1e-6)
+    np.testing.assert_allclose(det.boxes, np.clip(BOXES[0, :3], 0, 1), atol=BOX_Q[0] / 2 + 1e-6)
+
+
+def test_tf1_order_by_names_with_uint8_class_rounding():
+    details, arrays = tf1_order()
+    assert map_postprocess_outputs(details) == {"boxes": 0, "classes": 1, "scores": 2, "count": 3}
+    check_expected(decode_postprocess_outputs(details, arrays))
+    # Truncating 0.996 would have given class 0 for the second detection.
+    assert int(dequantize(arrays[1], *CLASS_Q)[0, 1]) == 0
+
+
+def test_tf2_order_by_shape():
+    details, arrays = tf2_order()
+    assert map_postprocess_outputs(details) == {"scores": 0, "boxes": 1, "count": 2, "classes": 3}
+    check_expected(decode_postprocess_outputs(details, arrays))
+
+
+def test_tf1_order_by_shape_when_names_are_anonymous():
+    details, arrays = tf1_order()
+    for i, d in enumerate(details):
+        d["name"] = "Identity_{}".format(i)
+    assert map_postprocess_outputs(details) == {"boxes": 0, "classes": 1, "scores": 2, "count": 3}
+    check_expected(decode_postprocess_outputs(details, arrays))
+
+
+def test_signature_names_win_over_order():
+    # Same tensors in the TF2 order, but a signature says which is which by name.
+    details, arrays = tf2_order()
+    signature = {"detection_scores": 20, "detection_boxes": 21, "num_detections": 22,
+                 "detection_classes": 23}
+    assert map_postprocess_outputs(details, signature) == {
+        "scores": 0, "boxes": 1, "count": 2, "classes": 3}
+    # An order the shape rule would get wrong (count first): only the signature can fix it.
+    details = [details[2], details[1], details[3], details[0]]
+    arrays = [arrays[2], arrays[1], arrays[3], arrays[0]]
+    assert map_postprocess_outputs(details)["classes"] == 3  # the positional guess is wrong here
+    check_expected(decode_postprocess_outputs(details, arrays, signature))
+    # The OD API TF2 exporter's anonymous signature names.
+    odapi = {"output_0": 22, "output_1": 20, "output_2": 23, "output_3": 21}
+    check_expected(decode_postprocess_outputs(details, arrays, odapi))
+
+
+def test_signature_that_does_not_fit_shapes_falls_back():
+    details, arrays = tf1_order()
+    wrong = {"detection_scores": 10, "detection_boxes": 11, "num_detections": 12, "detection_classes": 13}
+    assert map_postprocess_outputs(details, wrong) == {"boxes": 0, "classes": 1, "scores": 2, "count": 3}
+
+
+def test_float_outputs_and_count_clamp():
+    details = [detail("a", 0, [1, M, 4], dtype=np.float32), detail("b", 1, [1, M], dtype=np.float32),
+               detail("c", 2, [1, M], dtype=np.float32), detail("d", 3, [1], dtype=np.float32)]
+    classes = np.array([[0.0, 1.0, 2.0, 1.0]], np.float32)
+    scores = np.array([[0.9, 0.8, 0.6, 0.3]], np.float32)
+    for count, expected in ((7.0, 4), (-2.0, 0), (2.0, 2)):
+        det = decode_postprocess_outputs(details, [BOXES, classes, scores, np.array([count], np.float32)])
+        assert len(det.scores) == expected
+    det = decode_postprocess_outputs(details, [BOXES, classes, scores, np.array([4.0], np.float32)],
+                                     score_threshold=0.5, class_score_thresholds={1: 0.85})
+    assert det.class_ids.tolist() == [0, 2]
+    det = decode_postprocess_outputs(details, [BOXES, classes, scores, np.array([4.0], np.float32)],
+                                     max_detections=2)
+    assert det.class_ids.tolist() == [0, 1] and det.class_ids.dtype == np.int32
+
+
+def test_foreign_outputs_that_are_not_postprocess_raise():
+    details, arrays = tf1_order()
+    with pytest.raises(ValueError, match=r"expected the 4 outputs of TFLite_Detection_PostProcess"):
+        map_postprocess_outputs(details[:3])
+    details[3]["shape"] = np.array([1, M], np.int32)
+    with pytest.raises(ValueError, match=r"got shapes \[\(1, 4, 4\), \(1, 4\), \(1, 4\), \(1, 4\)\]"):
+        map_postprocess_outputs(details)
