@@ -1,0 +1,6 @@
+"""`python -m app` = the `edgedet` command."""
+
+from app.cli import entry
+
+if __name__ == "__main__":
+    entry()
