@@ -1,4 +1,4 @@
-"""compiler_log against every real edgetpu_compiler output in ../shared/fixtures/edgetpu_compiler/."""
+"""compiler_log against every real edgetpu_compiler output in ../shared/fixtures."""
 
 import collections
 

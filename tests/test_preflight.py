@@ -113,3 +113,67 @@ def test_bad_files_are_user_errors(tmp_path, coral_dir):
         preflight.preflight(tmp_path / "missing.tflite")
     with pytest.raises(UserError, match="does not exist"):
         preflight.write_json({}, tmp_path / "no_dir" / "x.json")
+
+
+# --- Fresh models from the real TFLite converter (tiny, so this stays a few seconds). ---
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """{name: path} of tiny conv -> LeakyReLU -> conv models converted by TF 2.x."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    def build(batch):
+        x = keras.Input((16, 16, 3), batch_size=batch)
+        y = keras.layers.Conv2D(8, 3, padding="same")(x)
+        y = keras.layers.LeakyReLU(0.1)(y)
+        return keras.Model(x, keras.layers.Conv2D(4, 1)(y))
+
+    def int8(model):
+        rng = np.random.RandomState(0)
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: (
+            [rng.uniform(-1, 1, (1,) + tuple(model.input.shape[1:])).astype(np.float32)]
+            for _ in range(4))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.uint8
+        return conv.convert()
+
+    out = tmp_path_factory.mktemp("converted")
+    blobs = {"leaky_int8": int8(build(1)), "batch4_int8": int8(build(4)),
+             "float_dynamic": tf.lite.TFLiteConverter.from_keras_model(build(None)).convert()}
+    for name, blob in blobs.items():
+        (out / (name + ".tflite")).write_bytes(blob)
+    return {name: out / (name + ".tflite") for name in blobs}
+
+
+def test_unsupported_op_cuts_the_graph_like_compiler_log_c(converted):
+    # Compiler log C (v15, yolov3-tiny): QUANTIZE + CONV_2D mapped, LEAKY_RELU "Operation not
+    # supported", everything after it on the CPU. The same shape of graph, converted here.
+    report = preflight.preflight(converted["leaky_int8"])
+    ops = [(e["op"], e["reason"].split(":")[0]) for e in report["cpu_ops"]]
+    assert (report["ops_on_tpu"], report["ops_on_cpu"], report["subgraphs"]) == (2, 3, 1)
+    assert report["op_counts"]["QUANTIZE"] == {"tpu": 1, "cpu": 1}
+    assert ops[0] == ("LEAKY_RELU", "LEAKY_RELU is not in the Edge TPU's supported-op list")
+    assert [op for op, _ in ops[1:]] == ["CONV_2D", "QUANTIZE"]
+    assert all("#2 LEAKY_RELU" in e["reason"] for e in report["cpu_ops"][1:])
+    assert report["problems"] == []
+    assert report["inputs"][0]["dtype"] == "uint8"
+
+
+def test_batch_above_one_breaks_the_rank_rule(converted):
+    report = preflight.preflight(converted["batch4_int8"])
+    assert any("batch 4" in p for p in report["problems"])
+    assert report["ops_on_tpu"] == 0 and report["subgraphs"] == 0
+    assert "only the 3 innermost dimensions" in report["cpu_ops"][0]["reason"]
+
+
+def test_float_dynamic_model_is_reported(converted):
+    report = preflight.preflight(converted["float_dynamic"])
+    assert report["ops_on_tpu"] == 0
+    assert "float32, not 8-bit" in report["cpu_ops"][0]["reason"]
+    assert any("dynamic shapes" in p for p in report["problems"])
+    assert any("float tensor" in p for p in report["problems"])
+    assert report["inputs"][0]["quantization"] is None

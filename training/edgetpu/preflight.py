@@ -16,8 +16,6 @@ import os
 import pathlib
 import tempfile
 
-import numpy as np
-
 from app.errors import UserError
 from training.edgetpu import op_rules
 from training.edgetpu import tflite_schema
@@ -51,11 +49,6 @@ def _placements(subgraph, compiled):
         started = started or reason is None
         placements.append(reason)
     return placements
-
-
-def _activation_bytes(tensor):
-    itemsize = np.dtype(tflite_schema._NUMPY_TYPES.get(tensor.dtype, np.uint8)).itemsize
-    return int(np.prod(tensor.shape)) * itemsize if tensor.shape else itemsize
 
 
 def _io(subgraph, indices):
@@ -102,8 +95,8 @@ def _largest_activation(subgraph, placements):
                    if subgraph.tensors[i].data is None]
     if not activations:
         return None
-    t = max(activations, key=_activation_bytes)
-    return {"name": t.name, "shape": list(t.shape), "bytes": _activation_bytes(t)}
+    t = max(activations, key=tflite_schema.nbytes)
+    return {"name": t.name, "shape": list(t.shape), "bytes": tflite_schema.nbytes(t)}
 
 
 def _op_counts(ops, placements):

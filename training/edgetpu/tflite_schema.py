@@ -132,6 +132,12 @@ def read_model(path):
     return Model(str(path), int(model_t.version), subgraphs)
 
 
+def nbytes(tensor):
+    """Size of a tensor's values in bytes (shape () counts as one element)."""
+    itemsize = np.dtype(_NUMPY_TYPES.get(tensor.dtype, np.uint8)).itemsize
+    return int(np.prod(tensor.shape, dtype=np.int64)) * itemsize
+
+
 def op_label(op):
     """"CONV_2D", or "CUSTOM:<code>" for custom ops (a display and counting key)."""
     return "CUSTOM:{}".format(op.custom_code) if op.name == "CUSTOM" else op.name
