@@ -22,7 +22,7 @@ _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[
 _SECRET_PARAMS = ("password", "passwd", "pwd", "pass", "token", "access_token", "auth",
                   "apikey", "api_key", "key", "secret", "user", "username")
 _QUERY_SECRET = re.compile(
-    r"(?P<lead>[?&;](?:{})=)(?P<value>[^&;#\s\"'<>]*)".format("|".join(_SECRET_PARAMS)),
+    r"(?P<lead>[?&;](?:{})=)(?P<value>[^&;#\s\"'<>]+)".format("|".join(_SECRET_PARAMS)),
     re.IGNORECASE)
 
 
