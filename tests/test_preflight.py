@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from app.errors import UserError
+from app.errors import UserError, run_cli
 from training import cli
 from training.edgetpu import op_rules
 from training.edgetpu import preflight
@@ -113,6 +113,14 @@ def test_bad_files_are_user_errors(tmp_path, coral_dir):
         preflight.preflight(tmp_path / "missing.tflite")
     with pytest.raises(UserError, match="does not exist"):
         preflight.write_json({}, tmp_path / "no_dir" / "x.json")
+
+
+def test_cli_bad_file_exits_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "empty.tflite"
+    bad.write_bytes(b"")
+    assert run_cli(cli.main, ["preflight", str(bad)], prog="edgedet-train") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a TFLite model" in err[0] and "Traceback" not in err[0]
 
 
 # --- Fresh models from the real TFLite converter (tiny, so this stays a few seconds). ---
