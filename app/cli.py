@@ -163,9 +163,10 @@ def run(args):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if app_cfg.max_frames < 0:
         raise UserError("--max-frames must be >= 0 (0 = run forever), got {}".format(app_cfg.max_frames))
+    # Sources first: a camera that is not there is the cheaper mistake to report.
+    sources = [open_source(s, app_cfg.loop, app_cfg.realtime, seed=i) for i, s in enumerate(app_cfg.sources)]
     pairs, labels = open_workers(app_cfg, overrides)
     engines = [e for e, _ in pairs]
-    sources = [open_source(s, app_cfg.loop, app_cfg.realtime, seed=i) for i, s in enumerate(app_cfg.sources)]
     where = "Edge TPU" if engines[0].kind == "edgetpu" else "CPU"
     stats = Stats("{} {} {}".format(engines[0].runtime.name, engines[0].runtime.version, where),
                   pairs[0][1].model, engines[0].num_threads)

@@ -49,7 +49,7 @@ def _try_import(name):
 
 def _dist_version(*names):
     try:
-        import importlib.metadata as md  # Python >= 3.8
+        import importlib.metadata as md  # novermin (guarded: Python 3.7 reports "unknown")
     except ImportError:
         return "unknown"
     for name in names:
