@@ -60,16 +60,23 @@ def _calibration_images(count=8):
         yield [preprocess.image_to_float_input(rgb, HEIGHT, WIDTH).astype(np.float32)]
 
 
-def _convert(model, quantize):
+def _convert(model, quantize, io_type="uint8"):
     import tensorflow as tf
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = _calibration_images
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
+        converter.inference_input_type = getattr(tf, io_type)
+        converter.inference_output_type = getattr(tf, io_type)
     return converter.convert()
+
+
+def build_int8_io_model(path):
+    """The same tiny network converted with int8 (not uint8) input and outputs; returns `path`."""
+    with open(path, "wb") as f:
+        f.write(_convert(_build_keras_model(), True, "int8"))
+    return path
 
 
 def _output_names(path):
