@@ -1,0 +1,178 @@
+"""`edgedet-train doctor`: says why a quantized model is broken, and what to change.
+
+    edgedet-train doctor --float F --quant Q --images DIR [--json OUT] [--float-range LO,HI]
+
+F is a bundle folder (model.json names both files and the float range), a
+SavedModel or a float .tflite; Q is the quantized .tflite. Both models run on the
+images, the float one fed its expected range (model.json, else --float-range,
+else estimated), the quantized one fed what a deployment feeds it (raw pixels for
+a uint8 input). The findings (training/diagnose/) are ranked causes first; the
+first line printed names the top cause and its fix. Exit 1 if any finding is an
+error, 0 otherwise, 2 for bad input.
+"""
+
+import os
+
+import numpy as np
+
+from app import preprocess
+from app.errors import UserError
+from training.diagnose import detections, edgetpu, findings, inputs, layers, outputs
+from training.diagnose import float_range as range_estimation
+from training.diagnose.pair import is_float_model, load_pair, raw_output_names
+from training.diagnose.runner import dequantized
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+CONFIRM_IMAGES = 4
+
+
+def load_images(folder, limit):
+    """RGB uint8 images from `folder` (sorted by name, at most `limit`); UserError if none."""
+    import cv2
+    if not os.path.isdir(folder):
+        raise UserError("--images {}: no such folder; pass a folder of .jpg/.png images like the "
+                        "ones the model will see".format(folder))
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))[:limit]
+    images = []
+    for name in names:
+        bgr = cv2.imread(os.path.join(folder, name), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise UserError("--images: {} cannot be decoded; remove it or replace it".format(
+                os.path.join(folder, name)))
+        images.append(preprocess.bgr_to_rgb(bgr))
+    if not images:
+        raise UserError("--images {}: no {} files in it".format(folder, "/".join(IMAGE_EXTENSIONS)))
+    return images
+
+
+def resolve_float_range(pair, images):
+    """(float range, how it was found): model.json, --float-range, the float model's own
+    uint8 input, or estimated (detectors only; [-1, 1] otherwise, said so)."""
+    if pair.float_range is not None:
+        return pair.float_range, pair.range_source
+    if not is_float_model(pair.float_model):
+        interval = inputs.quant_input_interval(pair.float_model)
+        return (interval[0], interval[1]), "the --float model's own input quantization"
+    if pair.kind == "generic":
+        return preprocess.INPUT_RANGE, "assumed (not a detector, cannot estimate; pass --float-range)"
+    names = raw_output_names(pair) if pair.kind == "raw_ssd" else None
+    best, scores = range_estimation.estimate(pair, images, names)
+    table = ", ".join("{} {:.2f}".format(k, v) for k, v in scores.items())
+    return best, "estimated (confidence x stability: {}); pass --float-range to set it".format(table)
+
+
+def run_all(runner, images, float_range):
+    """{output name: [Output per image]} of one model."""
+    gathered = {name: [] for name in runner.output_names}
+    for image in images:
+        for name, out in runner.run(image, float_range).items():
+            gathered[name].append(out)
+    return gathered
+
+
+def _flat(outputs, names, count):
+    return np.concatenate([dequantized(outputs[n][i]).ravel() for n in names for i in range(count)])
+
+
+def _correlation(a, b):
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def confirm_input_interval(pair, images, float_range, float_out, quant_out):
+    """(r with the float model fed the implied interval, r with it fed `float_range`), or None."""
+    found = inputs.quant_input_interval(pair.quant_model)
+    if found is None or not is_float_model(pair.float_model):
+        return None
+    implied = (found[0], found[1])
+    count = min(CONFIRM_IMAGES, len(images))
+    implied_out = run_all(pair.float_model, images[:count], implied)
+    f_names = [f for f, _ in pair.output_pairs]
+    q = _flat(quant_out, [q for _, q in pair.output_pairs], count)
+    return (_correlation(q, _flat(implied_out, f_names, count)),
+            _correlation(q, _flat(float_out, f_names, count)))
+
+
+def _detection_findings(pair, float_out, quant_out):
+    if pair.kind == "raw_ssd":
+        names = raw_output_names(pair)
+        decoded = detections.decode_raw(pair.spec, names, float_out, quant_out)
+        logit_q = quant_out[names["class_logits"][1]][0].quantization
+        num_classes = int(quant_out[names["class_logits"][1]][0].values.shape[-1])
+    elif pair.kind == "postprocess":
+        decoded = detections.decode_postprocess(pair, float_out, quant_out)
+        logit_q, num_classes = None, 1 + max([int(c) for d in decoded.float_dets for c in d.class_ids] or [0])
+    else:
+        return []
+    found = outputs.score_collapse(decoded.float_top, decoded.quant_top, logit_q)
+    found += detections.box_drift(decoded.float_boxes, decoded.quant_boxes)
+    found += detections.detection_disagreement(decoded, num_classes)
+    if pair.kind == "postprocess":
+        found += detections.class_index_quantized(pair.quant_model)
+    return found
+
+
+def diagnose(pair, images):
+    """All findings for a loaded pair on the images.
+
+    Args:
+      pair: diagnose.pair.Pair.
+      images: list of RGB uint8 [H, W, 3] images.
+
+    Returns:
+      (ranked findings, report dict for --json without the findings).
+    """
+    float_range, source = resolve_float_range(pair, images)
+    float_out = run_all(pair.float_model, images, float_range)
+    quant_out = run_all(pair.quant_model, images, float_range)
+    found = []
+    interval = inputs.quant_input_interval(pair.quant_model)
+    confirmation = None
+    if interval is not None and not inputs._close(interval[:2], float_range):
+        confirmation = confirm_input_interval(pair, images, float_range, float_out, quant_out)
+    found += inputs.input_findings(pair.quant_model, float_range, confirmation)
+    tpu_findings, preflight_report = edgetpu.edgetpu_findings(pair.quant_path)
+    found += tpu_findings
+    found += outputs.output_saturation(quant_out, float_out, pair.output_pairs)
+    found += _detection_findings(pair, float_out, quant_out)
+    found += layers.layer_error_blowup(layers.relative_errors(pair, images[0], float_range))
+    report = {"float": str(pair.float_label), "quant": str(pair.quant_path), "kind": pair.kind,
+              "float_range": list(float_range), "float_range_source": source, "images": len(images),
+              "preflight": preflight_report}
+    return findings.rank(found), report
+
+
+def context_lines(report):
+    return ["float {} vs quantized {} ({} model), {} image(s)".format(
+                report["float"], report["quant"], report["kind"], report["images"]),
+            "float model fed [{:g}, {:g}]: {}".format(report["float_range"][0], report["float_range"][1],
+                                                      report["float_range_source"])]
+
+
+def add_arguments(parser):
+    parser.add_argument("--float", dest="float_model", required=True, metavar="F",
+                        help="float .tflite, SavedModel folder, or bundle folder (model.json)")
+    parser.add_argument("--quant", metavar="Q", help="quantized .tflite (default: the bundle's int8 model)")
+    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images to run both on")
+    parser.add_argument("--json", metavar="OUT", help="also write {\"findings\": [...], ...} to OUT")
+    parser.add_argument("--float-range", metavar="LO,HI",
+                        help="input range the float model expects, e.g. -1,1 (default: model.json, "
+                             "else estimated)")
+    parser.add_argument("--max-images", type=int, default=16, help="use at most this many images")
+
+
+def run(args):
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        raise UserError("--json {}: its folder does not exist".format(args.json))
+    if args.max_images < 1:
+        raise UserError("--max-images must be >= 1, got {}".format(args.max_images))
+    images = load_images(args.images, args.max_images)
+    pair = load_pair(args.float_model, args.quant, args.float_range)
+    ranked, report = diagnose(pair, images)
+    print(findings.format_text(ranked, context_lines(report)))
+    if args.json:
+        from training.bundle_writer import write_json_atomic
+        write_json_atomic(args.json, dict({"findings": ranked, "headline": findings.headline(ranked)},
+                                          **report))
+    return 1 if findings.has_error(ranked) else 0
