@@ -61,6 +61,8 @@ def resolve_settings(args):
         precision=args.precision, devices=args.device, num_threads=args.threads, loop=args.loop,
         realtime=args.realtime, max_frames=args.max_frames, headless=args.headless, events=args.events,
         stats=args.stats, log_level=args.log_level)
+    for device in app_cfg.devices:
+        runtime.check_device(device)
     # Only keys the user actually set override model.json's postprocess defaults.
     set_in_yaml = (config.read_yaml(args.config).get("postprocess") or {}) if args.config else {}
     overrides = {k: getattr(cfg.postprocess, k) for k in THRESHOLD_KEYS if k in set_in_yaml}

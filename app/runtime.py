@@ -309,6 +309,7 @@ def open_bundle_engine(bundle, runtime="auto", precision="auto", device="", num_
     """
     _check_choice("--runtime", runtime, ("auto", "edgetpu", "cpu"))
     _check_choice("--precision", precision, ("auto", "int8", "float"))
+    check_device(device)
     if precision == "float":
         if runtime == "edgetpu":
             raise UserError("--precision float runs on the CPU only; use --runtime auto or cpu")

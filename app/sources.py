@@ -194,6 +194,10 @@ def open_source(spec, loop=False, realtime=False, seed=0):
         width, height, fps = synthetic
         return SyntheticSource(width, height, fps, seed)
     if _CAMERA_RE.match(spec):
+        device = "/dev/video" + spec if spec.isdigit() else spec
+        if os.name == "posix" and os.path.isdir("/dev") and not os.path.exists(device):
+            raise UserError("--source {}: camera {} does not exist. List cameras with `v4l2-ctl --list-devices` "
+                            "or `ls /dev/video*`".format(spec, device))
         target = int(spec) if spec.isdigit() else spec
         return CaptureSource(target, spec, live=True)
     if _URL_RE.match(spec):

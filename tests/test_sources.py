@@ -102,7 +102,8 @@ def test_video_file_plays_to_the_end_and_loops(tmp_path):
 
 @pytest.mark.parametrize("spec,match", [
     ("/no/such/file.mp4", "no such camera, file or folder"),
-    ("/dev/video99", "cannot be opened"),
+    ("/dev/video99", "does not exist"),
+    ("7", "camera /dev/video7 does not exist"),
     ("synthetic:8x8", "at least 32x32"),
 ])
 def test_sources_that_never_open_are_user_errors(spec, match):
