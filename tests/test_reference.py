@@ -165,7 +165,7 @@ def test_broken_int8_is_caught_at_start_and_falls_back_to_float(bundles):
     print("raw-pixel int8 vs float on samples:", result)
 
     assert result.reference >= NUM_SAMPLES and result.live > 0
-    assert result.agreement < 0.2  # measured 0.01: garbage, as the user saw
+    assert result.agreement < 0.3  # measured 0.13 (min_agreement 0.6): garbage, as the user saw
     check = rec.named("reference_check")[0]
     assert check["source"] == "samples" and check["agreement"] == pytest.approx(result.agreement, abs=1e-4)
     assert "maps 0..255 to [0, 255] but the float model expects [-1, 1]" in check["cause"]
