@@ -195,10 +195,11 @@ def _draw_clutter(rng, image):
         thickness = int(rng.randint(1, 4))
         kind = rng.randint(3)
         if kind == 0:
-            p = rng.randint(0, [width, height, width, height])
+            # (numpy 1.16's randint takes no array bounds, hence rand * size.)
+            p = (rng.rand(4) * [width, height, width, height]).astype(int)
             cv2.line(image, (int(p[0]), int(p[1])), (int(p[2]), int(p[3])), colour, thickness, cv2.LINE_AA)
         elif kind == 1:
-            points = rng.randint(0, [width, height], (rng.randint(3, 6), 2)).astype(np.int32)
+            points = (rng.rand(rng.randint(3, 6), 2) * [width, height]).astype(np.int32)
             cv2.polylines(image, [points], False, colour, thickness, cv2.LINE_AA)
         else:
             centre = (int(rng.randint(width)), int(rng.randint(height)))
