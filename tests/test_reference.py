@@ -143,7 +143,7 @@ def test_good_int8_agrees_with_float_on_samples(bundles):
     print("good int8 vs float on samples:", result)
     assert result.frames == NUM_SAMPLES
     assert result.reference >= NUM_SAMPLES  # the float model detects something on every sample
-    assert result.agreement >= 0.9  # measured 0.98 for the properly calibrated model
+    assert result.agreement >= 0.9  # measured 0.95 (57 of 60 matched) for the properly calibrated model
 
 
 def test_broken_int8_is_caught_at_start_and_falls_back_to_float(bundles):
