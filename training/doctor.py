@@ -129,7 +129,7 @@ def diagnose(pair, images):
     found = []
     interval = inputs.quant_input_interval(pair.quant_model)
     confirmation = None
-    if interval is not None and not inputs._close(interval[:2], float_range):
+    if interval is not None and not inputs.matches_range(interval[:2], float_range):
         confirmation = confirm_input_interval(pair, images, float_range, float_out, quant_out)
     found += inputs.input_findings(pair.quant_model, float_range, confirmation)
     tpu_findings, preflight_report = edgetpu.edgetpu_findings(pair.quant_path)

@@ -69,7 +69,7 @@ def representative_code(float_range):
     return "yield [({})[None]]".format(expr)
 
 
-def _close(interval, float_range):
+def matches_range(interval, float_range):
     span = float_range[1] - float_range[0]
     return all(abs(a - b) <= RANGE_RTOL * span for a, b in zip(interval, float_range))
 
@@ -98,7 +98,7 @@ def input_findings(quant_model, float_range, confirmation=None):
         return []
     lo, hi, quant, dtype, where = found
     findings = []
-    if not _close((lo, hi), float_range):
+    if not matches_range((lo, hi), float_range):
         findings.append(_calibration_finding((lo, hi), quant, where, float_range, confirmation))
     inside = _codes_inside(quant, dtype, float_range)
     if inside < MIN_CODES:

@@ -77,7 +77,21 @@ def _raw_names(runner):
         hits = [n for n in runner.output_names if key in n]
         if len(hits) == 1:
             found[key] = hits[0]
-    return found if len(found) == 2 else None
+    if len(found) == 2:
+        return found
+    # Unnamed outputs (a Keras model converted directly): [1, N, 4] and [1, N, C], C != 4.
+    shapes = {n: list(runner.output_detail(n)["shape"]) for n in runner.output_names}
+    boxes = [n for n, s in shapes.items() if len(s) == 3 and s[2] == 4]
+    others = [n for n, s in shapes.items() if n not in boxes and len(s) == 3]
+    if len(shapes) == 2 and len(boxes) == 1 and len(others) == 1 and \
+            shapes[boxes[0]][1] == shapes[others[0]][1]:
+        return {"box_encodings": boxes[0], "class_logits": others[0]}
+    return None
+
+
+def _item_shape(runner, name):
+    """An output's shape without its batch dimension (a batch-N model is still the same model)."""
+    return list(runner.output_detail(name)["shape"])[1:]
 
 
 def match_outputs(float_model, quant_model):
@@ -86,10 +100,10 @@ def match_outputs(float_model, quant_model):
     if sorted(f_names) == sorted(q_names):
         return [(n, n) for n in q_names]
     f_raw, q_raw = _raw_names(float_model), _raw_names(quant_model)
-    if f_raw and q_raw:
+    if f_raw and q_raw and all(_item_shape(float_model, f_raw[k]) == _item_shape(quant_model, q_raw[k])
+                               for k in RAW_KEYS):
         return [(f_raw[k], q_raw[k]) for k in RAW_KEYS]
-    shapes = [(list(float_model.output_detail(a)["shape"]), list(quant_model.output_detail(b)["shape"]))
-              for a, b in zip(f_names, q_names)]
+    shapes = [(_item_shape(float_model, a), _item_shape(quant_model, b)) for a, b in zip(f_names, q_names)]
     if len(f_names) != len(q_names) or any(a != b for a, b in shapes):
         raise UserError("the float and quantized models have different outputs ({} vs {}); pass the "
                         "float model the quantized one was converted from".format(f_names, q_names))

@@ -60,6 +60,9 @@ class TfliteRunner(object):
         self.input = inputs[0]
         self.input_dtype = np.dtype(self.input["dtype"])
         self.input_quantization = _quantization(self.input)
+        # One invoke settles the output shapes of models with dynamic dimensions.
+        self.interp.set_tensor(self.input["index"], np.zeros(self.input["shape"], self.input_dtype))
+        self.interp.invoke()
         self._outputs = self._named_outputs()
         self.output_names = list(self._outputs)
 
@@ -84,9 +87,10 @@ class TfliteRunner(object):
         """RGB uint8 image -> [1, H, W, 3] array in the input tensor's dtype (see module doc)."""
         height, width = self.input_size()
         resized = preprocess.resize_to_input(image_rgb, height, width)
+        batch = max(1, int(self.input["shape"][0]))  # a batch-N model gets the image N times
         if self.input_dtype == np.uint8:
-            return resized[None]
-        x = preprocess.normalize(resized.astype(np.float32), float_range)[None]
+            return np.repeat(resized[None], batch, axis=0)
+        x = np.repeat(preprocess.normalize(resized.astype(np.float32), float_range)[None], batch, axis=0)
         if self.input_dtype == np.int8:
             scale, zero_point = self.input_quantization or (1.0, 0)
             return np.clip(np.round(x / scale + zero_point), -128, 127).astype(np.int8)
@@ -97,7 +101,7 @@ class TfliteRunner(object):
         self.interp.set_tensor(self.input["index"], self.make_input(image_rgb, float_range))
         self.interp.invoke()
         return collections.OrderedDict(
-            (name, Output(name, d["name"], self.interp.get_tensor(d["index"]), _quantization(d)))
+            (name, Output(name, d["name"], _first_item(self.interp.get_tensor(d["index"])), _quantization(d)))
             for name, d in self._outputs.items())
 
     def tensors(self):
@@ -119,6 +123,11 @@ class TfliteRunner(object):
                     values = (values - q[1]) * q[0]
                 result.append((d["name"], op["op_name"], values))
         return result
+
+
+def _first_item(values):
+    """Batch-N outputs -> the first item (every item saw the same image)."""
+    return values[:1] if values.ndim > 1 and values.shape[0] > 1 else values
 
 
 def dequantized(output):
