@@ -95,7 +95,8 @@ class PreviewWindow(object):
     def write(self, result):
         import cv2
         if self._thread is None:
-            cv2.namedWindow(self._title, cv2.WINDOW_AUTOSIZE)
+            # Plain window (no Qt toolbar/status bar): the picture is the whole client area.
+            cv2.namedWindow(self._title, cv2.WINDOW_AUTOSIZE | getattr(cv2, "WINDOW_GUI_NORMAL", 0))
             self._thread = threading.current_thread()
         cv2.imshow(self._title, result.image)
         key = cv2.waitKey(1) & 0xFF
