@@ -1,0 +1,73 @@
+"""Learning rate: the OD API cosine_decay_learning_rate with linear warmup, plus a QAT factor.
+
+  step < warmup_steps:   warmup_lr + (base - warmup_lr) * step / warmup_steps
+  otherwise:             0.5 * base * (1 + cos(pi * (step - warmup_steps) / (total - warmup_steps)))
+  step >= total:         0
+Quantization-aware steps (step >= qat_start) are multiplied by qat_scale, so the
+fake-quant ranges settle on weights that move gently.
+"""
+
+import math
+
+import tensorflow as tf
+import tf_keras as keras
+
+from app.errors import UserError
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine decay with linear warmup, as a Keras schedule of the optimizer step."""
+
+    def __init__(self, base, total_steps, warmup_lr, warmup_steps, qat_start=None, qat_scale=1.0):
+        """Args:
+          base: peak learning rate (learning_rate_base), > 0.
+          total_steps: steps until the rate reaches 0, > warmup_steps.
+          warmup_lr: rate at step 0, <= base.
+          warmup_steps: linear warmup length, >= 0.
+          qat_start: first quantization-aware step, or None.
+          qat_scale: factor applied from qat_start on, > 0.
+        """
+        super().__init__()
+        if base <= 0 or total_steps <= warmup_steps or warmup_steps < 0 or warmup_lr > base:
+            raise ValueError(
+                "expected base > 0, total_steps > warmup_steps >= 0 and warmup_lr <= base; got "
+                "base={} total_steps={} warmup_steps={} warmup_lr={}".format(
+                    base, total_steps, warmup_steps, warmup_lr))
+        self.base, self.total_steps = float(base), int(total_steps)
+        self.warmup_lr, self.warmup_steps = float(warmup_lr), int(warmup_steps)
+        self.qat_start, self.qat_scale = qat_start, float(qat_scale)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        progress = (step - self.warmup_steps) / float(self.total_steps - self.warmup_steps)
+        cosine = 0.5 * self.base * (1.0 + tf.cos(math.pi * tf.minimum(progress, 1.0)))
+        if self.warmup_steps > 0:
+            slope = (self.base - self.warmup_lr) / self.warmup_steps
+            cosine = tf.where(step < self.warmup_steps, self.warmup_lr + slope * step, cosine)
+        lr = tf.where(step >= self.total_steps, 0.0, cosine)
+        if self.qat_start is not None:
+            lr = tf.where(step >= self.qat_start, lr * self.qat_scale, lr)
+        return lr
+
+    def get_config(self):
+        return {"base": self.base, "total_steps": self.total_steps, "warmup_lr": self.warmup_lr,
+                "warmup_steps": self.warmup_steps, "qat_start": self.qat_start,
+                "qat_scale": self.qat_scale}
+
+
+def from_config(train_cfg):
+    """The schedule a training.config.TrainConfig asks for; inconsistent keys are a UserError."""
+    t, q = train_cfg, train_cfg.quantization
+    checks = [("train.learning_rate_base", t.learning_rate_base > 0, "> 0"),
+              ("train.warmup_steps", 0 <= t.warmup_steps < t.steps,
+               ">= 0 and < train.steps ({})".format(t.steps)),
+              ("train.warmup_learning_rate", 0 <= t.warmup_learning_rate <= t.learning_rate_base,
+               "between 0 and train.learning_rate_base ({})".format(t.learning_rate_base)),
+              ("train.qat_learning_rate_scale", t.qat_learning_rate_scale > 0, "> 0"),
+              ("train.quantization.delay", q.delay >= 0, ">= 0")]
+    for key, ok, expected in checks:
+        if not ok:
+            raise UserError("config: {}: expected {}, got {}".format(
+                key, expected, getattr(t if key.count(".") == 1 else q, key.split(".")[-1])))
+    return WarmupCosine(t.learning_rate_base, t.steps, t.warmup_learning_rate, t.warmup_steps,
+                        q.delay if q.enabled else None, t.qat_learning_rate_scale)

@@ -1,0 +1,344 @@
+"""`edgedet-train train`: float training, then quantization-aware training, under tf.distribute.
+
+The run reads top to bottom in `Trainer.fit`: build the float SSD, train it for
+`quantization.delay` steps, wrap it with tfmot's quantize_model (the float
+weights carry over) and continue quantization-aware to `train.steps`.
+Checkpoints land every `checkpoint_every` steps; state.json (written after the
+checkpoint, atomically) says which one is current, so `--resume` continues from
+a complete checkpoint, also across the float -> QAT boundary.
+
+Loss normalization uses the global number of matched anchors, so N replicas
+compute exactly the single-device step on the same global batch.
+"""
+
+import os
+import sys
+import time
+
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from app import anchors as app_anchors
+from app.errors import UserError
+from training import config as training_config
+from training import losses, model as ssd_model, schedule, workdir as run_dir
+from training.data import pipeline
+
+# Most train steps fused into one tf.function call (fewer Python round trips).
+MAX_STEPS_PER_CALL = 10
+
+
+class TrainingDiverged(Exception):
+    """The loss or the weights became NaN or inf."""
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", default="config.yaml", help="config.yaml to train with")
+    parser.add_argument("--workdir", help="run folder (default runs/<config name>)")
+    parser.add_argument("--steps", type=int, help="override train.steps")
+    parser.add_argument("--data", help="folder laid out as `edgedet-train synth` writes it; "
+                        "overrides the data paths of the config")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+    parser.add_argument("--skip-bad", action="store_true", help="skip corrupt records (counted)")
+
+
+def choose_strategy():
+    """MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs, else the default strategy."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False):
+    """Applies the CLI overrides (--data, --steps, --skip-bad) to a loaded config."""
+    from training.data import dataset as data_io
+
+    data = data_io.with_data_dir(cfg.data, data_dir) if data_dir else cfg.data
+    if skip_bad:
+        data = training_config.app_config.replace(data, skip_bad=True)
+    train_cfg = training_config.app_config.replace(cfg.train, steps=steps)
+    if train_cfg.steps < 1:
+        raise UserError("train.steps: expected >= 1, got {}".format(train_cfg.steps))
+    return training_config.app_config.replace(cfg, data=data, train=train_cfg)
+
+
+def make_optimizer(train_cfg, start_step=0):
+    """Momentum SGD on the warmup-cosine schedule, its step counter at `start_step`."""
+    opt = keras.optimizers.SGD(learning_rate=schedule.from_config(train_cfg),
+                               momentum=train_cfg.momentum)
+    opt.iterations.assign(start_step)
+    return opt
+
+
+def quantize(float_model):
+    """tfmot quantization-aware copy of a float Keras model (weights carried over)."""
+    return tfmot.quantization.keras.quantize_model(float_model)
+
+
+def make_train_step(model, optimizer, strategy, train_cfg, jit_compile=False):
+    """A compiled function running `n` train steps on a distributed iterator.
+
+    Args:
+      model: the SSD (float or quantization-aware), created in `strategy.scope()`.
+      optimizer: its optimizer, created in the same scope.
+      strategy: a tf.distribute.Strategy.
+      train_cfg: training.config.TrainConfig-like (loss settings).
+      jit_compile: XLA-compile the forward/backward pass.
+
+    Returns:
+      fn(iterator, n) -> dict of float32 scalars of the last step: loss,
+      classification, localization, regularization.
+    """
+    num_replicas = strategy.num_replicas_in_sync
+
+    @tf.function(jit_compile=jit_compile)
+    def loss_and_grads(images, targets, num_matches):
+        with tf.GradientTape() as tape:
+            boxes, logits = model(images, training=True)
+            parts = losses.ssd_loss(boxes, logits, targets, train_cfg, num_matches)
+            # Summed over replicas, each replica's share adds up to the model's regularization.
+            parts["regularization"] = tf.add_n(model.losses) / num_replicas
+            total = parts["classification"] + parts["localization"] + parts["regularization"]
+        return parts, tape.gradient(total, model.trainable_variables)
+
+    def replica_step(images, targets):
+        ctx = tf.distribute.get_replica_context()
+        matches = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(targets["box_weights"]))
+        parts, grads = loss_and_grads(images, targets, tf.maximum(matches, 1.0))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return parts
+
+    @tf.function
+    def train_steps(iterator, n):
+        parts = {k: tf.constant(0.0) for k in ("classification", "localization", "regularization")}
+        for _ in tf.range(n):
+            per_replica = strategy.run(replica_step, args=next(iterator))
+            parts = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                     for k, v in per_replica.items()}
+        parts["loss"] = parts["classification"] + parts["localization"] + parts["regularization"]
+        return parts
+
+    return train_steps
+
+
+def _all_finite(model):
+    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables)
+
+
+def _try_evaluate(model, cfg, eval_examples):
+    """COCO metrics via training.evaluate when it exists and eval data is given, else None."""
+    if not eval_examples:
+        return None
+    try:
+        from training import evaluate
+    except ImportError:
+        return None
+    preds = evaluate.predict_keras(model, eval_examples, cfg)
+    return evaluate.coco_metrics(eval_examples, preds, len(cfg.model.labels))
+
+
+class Trainer:
+    """Holds the model, optimizer, checkpoint and compiled step of the current phase."""
+
+    def __init__(self, cfg, workdir, strategy, out=sys.stdout, jit_compile=False):
+        self.cfg, self.workdir, self.strategy, self.out = cfg, workdir, strategy, out
+        self.jit_compile = jit_compile
+        self.step, self.phase, self.last_saved = 0, "float", None
+        self.schedule = schedule.from_config(cfg.train)
+        self.writer = tf.summary.create_file_writer(os.path.join(workdir, run_dir.TENSORBOARD))
+        with strategy.scope():
+            self.model = ssd_model.build_ssd(cfg.model)
+        self._new_phase_objects(0)
+
+    def _new_phase_objects(self, start_step):
+        with self.strategy.scope():
+            self.optimizer = make_optimizer(self.cfg.train, start_step)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(self.workdir, run_dir.CHECKPOINTS), max_to_keep=3)
+        self.train_steps = make_train_step(self.model, self.optimizer, self.strategy,
+                                           self.cfg.train, self.jit_compile)
+
+    def start_qat(self):
+        """Float -> quantization-aware: wrap the trained float model, fresh optimizer."""
+        with self.strategy.scope():
+            self.model = quantize(self.model)
+        self.phase = "qat"
+        self._new_phase_objects(self.step)
+
+    def restore(self, state):
+        """Loads the checkpoint state.json names (switching to QAT first if it is one)."""
+        if state["phase"] == "qat":
+            self.start_qat()
+        path = os.path.join(self.workdir, run_dir.CHECKPOINTS, state["checkpoint"])
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        self.step, self.last_saved = int(state["step"]), int(state["step"])
+
+    def save(self, extra=None):
+        if not _all_finite(self.model):
+            raise TrainingDiverged("weights became NaN or inf")
+        path = self.manager.save(checkpoint_number=self.step)
+        state = {"step": self.step, "phase": self.phase, "checkpoint": os.path.basename(path),
+                 "quantization_aware": self.phase == "qat"}
+        state.update(extra or {})
+        run_dir.write_state(self.workdir, state)
+        self.last_saved = self.step
+
+    def _next_stop(self):
+        """The next step where something other than training happens."""
+        t = self.cfg.train
+        stops = [t.steps, self.step + MAX_STEPS_PER_CALL]
+        for every in (t.log_every, t.checkpoint_every, t.eval_every):
+            if every > 0:
+                stops.append((self.step // every + 1) * every)
+        if self.phase == "float" and t.quantization.enabled and t.quantization.delay > self.step:
+            stops.append(t.quantization.delay)
+        return min(stops)
+
+    def _log(self, parts, images_per_s):
+        lr = float(self.schedule(self.step - 1))  # the rate of the step just taken
+        values = {k: float(v) for k, v in parts.items()}
+        with self.writer.as_default(step=self.step):
+            for k, v in values.items():
+                tf.summary.scalar("loss/" + k, v)
+            tf.summary.scalar("learning_rate", lr)
+            tf.summary.scalar("images_per_second", images_per_s)
+        self.out.write("step {}/{}  loss {:.4f} (cls {:.4f} loc {:.4f} reg {:.4f})  lr {:.5f}  "
+                       "{:.1f} img/s  {}\n".format(
+                           self.step, self.cfg.train.steps, values["loss"], values["classification"],
+                           values["localization"], values["regularization"], lr, images_per_s,
+                           self.phase))
+        self.out.flush()
+
+    def _evaluate(self, eval_examples):
+        metrics = _try_evaluate(self.model, self.cfg, eval_examples)
+        if metrics is None:
+            return {}
+        with self.writer.as_default(step=self.step):
+            for key in ("map", "map50"):
+                tf.summary.scalar("eval/" + key, metrics[key])
+        self.out.write("step {}  eval mAP {:.4f}  mAP@0.5 {:.4f}\n".format(
+            self.step, metrics["map"], metrics["map50"]))
+        return {"eval": {k: float(metrics[k]) for k in ("map", "map50")}}
+
+    def fit(self, iterator, eval_examples=None):
+        """Trains to cfg.train.steps; raises TrainingDiverged on a NaN/inf loss."""
+        t = self.cfg.train
+        mark, images = time.time(), 0
+        while self.step < t.steps:
+            if (self.phase == "float" and t.quantization.enabled
+                    and self.step >= t.quantization.delay):
+                self.start_qat()
+            n = self._next_stop() - self.step
+            parts = self.train_steps(iterator, tf.constant(n))
+            if not bool(tf.math.is_finite(parts["loss"])):
+                raise TrainingDiverged("loss became {} at step ~{}".format(
+                    float(parts["loss"]), self.step + n))
+            self.step += n
+            images += n * t.batch_size
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                now = time.time()
+                self._log(parts, images / max(now - mark, 1e-9))
+                mark, images = now, 0
+            extra = {}
+            if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
+                extra = self._evaluate(eval_examples)
+            if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                if self.step == t.steps:
+                    extra = self._evaluate(eval_examples)
+                self.save(extra)
+        self.writer.flush()
+
+
+def train(cfg, workdir, decoded, cache=False, eval_examples=None, resume=False, strategy=None,
+          out=sys.stdout, jit_compile=False):
+    """Runs (or resumes) a training run in `workdir`.
+
+    Args:
+      cfg: training.config.Config.
+      workdir: run folder (see training.workdir).
+      decoded: tf.data.Dataset of decoded training examples (pipeline.train_dataset).
+      cache: cache the decoded images in memory.
+      eval_examples: Examples for the eval mAP (needs training.evaluate), or None.
+      resume: continue from the checkpoint in state.json.
+      strategy: tf.distribute strategy; None picks one (choose_strategy).
+      out: where progress lines go.
+      jit_compile: XLA-compile the forward/backward pass.
+
+    Returns:
+      The Trainer after the last step.
+    """
+    schedule.from_config(cfg.train)  # bad schedule keys fail before the workdir is touched
+    for key in ("checkpoint_every", "log_every", "batch_size"):
+        if getattr(cfg.train, key) < 1:
+            raise UserError("config: train.{}: expected >= 1, got {}".format(key, getattr(cfg.train, key)))
+    strategy = strategy or choose_strategy()
+    state = run_dir.prepare(workdir, cfg, resume)
+    anchors = app_anchors.anchors_from_config(cfg.model)
+    dataset = pipeline.train_dataset(decoded, cfg, anchors, cfg.train.batch_size, cache=cache,
+                                     seed=cfg.train.seed)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    trainer = Trainer(cfg, workdir, strategy, out, jit_compile)
+    if state is not None:
+        trainer.restore(state)
+        out.write("resumed {} at step {} ({})\n".format(workdir, trainer.step, trainer.phase))
+    trainer.fit(iterator, eval_examples)
+    return trainer
+
+
+def restore_model(workdir):
+    """The trained model of a run, for evaluation and export.
+
+    Returns:
+      (keras_model, cfg, state): the quantization-aware model if state["phase"]
+      is "qat", else the float one; cfg from workdir/config.yaml; state.json.
+
+    Raises:
+      UserError: no checkpoint, or a checkpoint that does not fit config.yaml.
+    """
+    state = run_dir.read_state(workdir)
+    if state is None:
+        raise UserError("{}: no {} (no checkpoint). Train first with edgedet-train train "
+                        "--workdir {}.".format(workdir, run_dir.STATE_FILE, workdir))
+    cfg = run_dir.read_config(workdir)
+    model = ssd_model.build_ssd(cfg.model)
+    if state["phase"] == "qat":
+        model = quantize(model)
+    path = os.path.join(workdir, run_dir.CHECKPOINTS, state["checkpoint"])
+    try:
+        tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise UserError("{}: checkpoint does not fit {} ({}). Restore the config the run was "
+                        "trained with.".format(path, os.path.join(workdir, run_dir.CONFIG_FILE),
+                                               str(e).splitlines()[0][:200]))
+    return model, cfg, state
+
+
+def run(args):
+    """CLI entry: exit 0 when done, 1 when the loss diverged, 2 on bad input (UserError)."""
+    from training.data import dataset as data_io
+
+    cfg = config_with_overrides(training_config.load_config(args.config), args.data, args.steps,
+                                args.skip_bad)
+    workdir = args.workdir or os.path.join(
+        "runs", os.path.splitext(os.path.basename(args.config))[0])
+    strategy = choose_strategy()
+    examples = data_io.load_split(cfg.data, "train", cfg.model.labels)
+    eval_examples = data_io.load_split(cfg.data, "eval", cfg.model.labels)
+    if cfg.eval.max_images:
+        eval_examples = eval_examples[:cfg.eval.max_images]
+    cache = cfg.data.cache and pipeline.fits_in_cache(examples)
+    try:
+        train(cfg, workdir, data_io.decoded_dataset(examples), cache=cache,
+              eval_examples=eval_examples, resume=args.resume, strategy=strategy)
+    except TrainingDiverged as e:
+        state = run_dir.read_state(workdir)
+        kept = "last good checkpoint: step {}".format(state["step"]) if state else "no checkpoint yet"
+        print("edgedet-train: error: {} ({} in {}). Lower train.learning_rate_base or check the "
+              "data.".format(e, kept, workdir), file=sys.stderr)
+        return 1
+    print("edgedet-train: done; run in {}".format(workdir))
+    return 0
