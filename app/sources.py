@@ -11,7 +11,7 @@ Spec syntax:
   rtsp://..., http(s)://...  network stream
   clip.mp4                   video file (`loop` restarts it)
   photos/, "photos/*.jpg"    image folder or glob, sorted by name; `name` is the file name
-  synthetic[:WxH[@FPS]]      the moving-shapes camera (default 640x480@30; @0 = unpaced)
+  synthetic[:WxH[@FPS]]      the moving-shapes camera (default 640x480@30; @0 = unpaced, on demand)
 
 Names that reach logs and events are passed through `app.redact.redact`, so
 `rtsp://user:pass@cam` is shown as `rtsp://***:***@cam`.
@@ -56,12 +56,16 @@ class _Paced(object):
 
 
 class SyntheticSource(object):
-    """`app.synthetic.MovingScene` as a camera."""
+    """`app.synthetic.MovingScene` as a camera.
 
-    live = True
+    Paced (fps > 0) it is a live camera: frames come on time and stale ones are dropped.
+    Unpaced (@0) it renders on demand, one frame ahead of inference, because rendering
+    frames nobody will see would only take CPU from the interpreter.
+    """
 
     def __init__(self, width=640, height=480, fps=30.0, seed=0):
         from app.synthetic import MovingScene
+        self.live = fps > 0
         self.name = "synthetic:{}x{}@{:g}".format(width, height, fps)
         self._scene = MovingScene(width, height, seed=seed)
         self._pace = _Paced(fps)

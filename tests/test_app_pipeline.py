@@ -254,14 +254,14 @@ def test_live_source_max_frames_drops_and_joins_quickly(tiny_bundle):  # noqa: F
             return self.inner.decode(raw)
     worker = _worker(tiny_bundle)
     worker = worker._replace(decoder=SlowDecoder(worker.decoder))
-    pipeline = Pipeline([open_source("synthetic:160x120@0")], [worker], {0: "c", 1: "s", 2: "t"}, [sink], stats,
+    pipeline = Pipeline([open_source("synthetic:160x120@200")], [worker], {0: "c", 1: "s", 2: "t"}, [sink], stats,
                         max_frames=15)
     pipeline.start()
     pipeline.wait()
     start = time.monotonic()
     assert pipeline.join() == []
     assert time.monotonic() - start < 2.0
-    snap = stats.snapshot()["sources"]["synthetic:160x120@0"]
+    snap = stats.snapshot()["sources"]["synthetic:160x120@200"]
     assert pipeline.processed == 15 == len(sink.results) == snap["processed"]
     assert snap["dropped"] > 0 and snap["capture"] >= 15 + snap["dropped"]
     indices = [r.frame for r in sink.results]

@@ -135,3 +135,8 @@ def test_live_capture_raises_source_lost_when_frames_stop(tmp_path):
     with pytest.raises(SourceLost):
         source.read()
     assert source.reopen() and source.read() is not None
+
+
+def test_unpaced_synthetic_renders_on_demand_and_paced_is_live():
+    assert not open_source("synthetic:64x64@0").live
+    assert open_source("synthetic:64x64@15").live

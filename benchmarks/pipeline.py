@@ -1,0 +1,215 @@
+"""Live-path benchmark (issue 4 "Performance"): three loops on one bundle, CPU runtime.
+
+1. inference alone: set the input once, invoke in a loop;
+2. sequential: read a 640x480 synthetic frame -> resize -> invoke -> decode/NMS -> draw, one
+   thread (the shape of Coral's OpenCV camera example);
+3. threaded: the real app pipeline on synthetic:640x480@0;
+4. the same pipeline on 30 pre-rendered frames replayed (a source that costs no CPU), which
+   shows how much of (3) the synthetic renderer itself takes on a 2-core machine.
+
+Prints each fps, the ratios threaded/inference and threaded/sequential, and the host overhead
+per frame (preprocess + decode/NMS + overlay, ms) measured in the sequential loop.
+
+    python -m benchmarks.pipeline --model models/demo [--frames 200] [--threads 0]
+    python -m benchmarks.pipeline --make-untrained /tmp/bench_bundle   # demo architecture, untrained
+
+`--make-untrained` builds the demo architecture from config.yaml's model section
+(training.model.build_ssd, random weights) and converts it with training's converter, for
+timing before a trained bundle exists. Timings do not depend on the weights.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from app import live_model, overlay, postprocess, runtime
+from app.bundle import load_bundle
+from app.pipeline import Pipeline, Worker
+from app.sources import SyntheticSource
+from app.stats import Stats
+
+
+def _worker(bundle, precision, threads):
+    thresholds = dict(bundle.postprocess, class_score_thresholds={})
+    engine, key = runtime.open_bundle_engine(bundle, "cpu", precision, num_threads=threads)
+    reader = live_model.OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
+    writer = live_model.InputWriter(engine.interpreter, bundle.float_range)
+    return engine, Worker(engine.interpreter, writer, reader, live_model.BundleDecoder(reader, bundle, thresholds),
+                          key)
+
+
+def inference_alone(worker, frames):
+    """fps of invoke() alone on a fixed input."""
+    worker.writer.write(SyntheticSource(640, 480, 0).read()[0])
+    for _ in range(5):
+        worker.interpreter.invoke()
+    start = time.perf_counter()
+    for _ in range(frames):
+        worker.interpreter.invoke()
+    return frames / (time.perf_counter() - start)
+
+
+class _Result(object):
+    """The fields overlay.draw_result reads."""
+
+    def __init__(self, detections, boxes, labels):
+        self.detections, self.boxes, self.labels = detections, boxes, labels
+
+
+def sequential(worker, labels, frames):
+    """(fps, mean ms per stage) of a one-thread read -> preprocess -> invoke -> decode -> draw loop."""
+    source = SyntheticSource(640, 480, 0)
+    times = {k: 0.0 for k in ("capture", "preprocess", "invoke", "decode", "overlay")}
+    start = time.perf_counter()
+    for i in range(frames + 5):
+        if i == 5:  # warm-up done
+            times = {k: 0.0 for k in times}
+            start = time.perf_counter()
+        t0 = time.perf_counter()
+        image = source.read()[0]
+        t1 = time.perf_counter()
+        worker.writer.write(image)
+        t2 = time.perf_counter()
+        worker.interpreter.invoke()
+        t3 = time.perf_counter()
+        det = worker.decoder.decode(worker.reader.read())
+        boxes = postprocess.to_pixel_boxes(det.boxes, 480, 640)
+        names = [labels[int(c)] for c in det.class_ids]
+        t4 = time.perf_counter()
+        overlay.draw_result(image, _Result(det, boxes, names), "0.0 fps | inference 0.0 ms | cpu")
+        t5 = time.perf_counter()
+        for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            times[key] += dt
+    elapsed = time.perf_counter() - start
+    return frames / elapsed, {k: 1000.0 * v / frames for k, v in times.items()}
+
+
+class _Shown(object):
+    """A sink that wants the overlay drawn (as the preview window or web view would)."""
+    wants_image = True
+
+    def __init__(self):
+        self.first = None
+        self.count = 0
+
+    def write(self, result):
+        self.count += 1
+        if self.count == 10:
+            self.first = time.perf_counter()
+
+
+class ReplaySource(object):
+    """30 pre-rendered synthetic frames played in a loop: a source that costs (almost) no CPU,
+    like a camera whose frames arrive by DMA. Separates the pipeline's cost from the renderer's."""
+    live = False
+
+    def __init__(self, count=30):
+        synthetic = SyntheticSource(640, 480, 0)
+        self.frames = [synthetic.read()[0] for _ in range(count)]
+        self.name = "replay:640x480"
+        self._i = 0
+
+    def read(self):
+        self._i += 1
+        return self.frames[self._i % len(self.frames)].copy(), self.name
+
+    def close(self):
+        pass
+
+
+def threaded(worker, labels, frames, source=None):
+    """fps of the app pipeline on synthetic:640x480@0 (or `source`), from its 10th to its last frame."""
+    sink = _Shown()
+    pipeline = Pipeline([source or SyntheticSource(640, 480, 0)], [worker], dict(enumerate(labels)), [sink],
+                        Stats(runtime="bench"), max_frames=frames + 10, hud=overlay.hud_text,
+                        draw=overlay.draw_result)
+    pipeline.run()
+    return frames / (time.perf_counter() - sink.first), pipeline.stats.snapshot()
+
+
+def make_untrained(out):
+    """Demo-architecture bundle with random weights (needs TensorFlow); returns `out`."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from app import anchors as app_anchors
+    from app.synthetic import render_scene
+    from training import convert_tflite
+    from training.config import load_config
+    from training.model import build_ssd
+    cfg = load_config("config.yaml") if os.path.exists("config.yaml") else load_config(None)
+    model = build_ssd(cfg.model)
+    h, w = cfg.model.input_height, cfg.model.input_width
+    os.makedirs(out, exist_ok=True)
+    saved = os.path.join(out, "saved_model")
+    convert_tflite.save_batch1_savedmodel(model, h, w, saved)
+    rng = np.random.RandomState(0)
+    images = [render_scene(rng, 240, 320)[0][..., ::-1] for _ in range(8)]
+    blobs = {"float": convert_tflite.to_float_tflite(saved),
+             "int8": convert_tflite.to_int8_tflite(saved, convert_tflite.calibration_inputs(images, h, w))}
+    from ai_edge_litert.interpreter import Interpreter
+    models = {}
+    for kind, blob in blobs.items():
+        path = os.path.join(out, "model_{}.tflite".format(kind))
+        with open(path, "wb") as f:
+            f.write(blob)
+        interp = Interpreter(model_path=path)
+        sig = interp._get_full_signature_list()["serving_default"]["outputs"]
+        names = {d["index"]: d["name"] for d in interp.get_output_details()}
+        models[kind] = {"file": os.path.basename(path),
+                        "outputs": {r: names[sig[r]] for r in ("box_encodings", "class_logits")}}
+    anchors = app_anchors.anchors_from_config(cfg.model)
+    np.save(os.path.join(out, "anchors.npy"), anchors)
+    b = cfg.model.box_coder
+    meta = {"format_version": 1, "labels": list(cfg.model.labels),
+            "input": {"height": h, "width": w, "color": "RGB", "resize": "stretch", "float_range": [-1.0, 1.0]},
+            "num_anchors": int(len(anchors)),
+            "box_coder": {"y_scale": b.y_scale, "x_scale": b.x_scale, "height_scale": b.height_scale,
+                          "width_scale": b.width_scale},
+            "score_converter": cfg.model.score_converter, "models": models,
+            "source": {"created": "benchmarks/pipeline.py --make-untrained (random weights)"}}
+    with open(os.path.join(out, "model.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models/demo", help="bundle directory")
+    parser.add_argument("--precision", default="int8", choices=("int8", "float"))
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=0, help="CPU interpreter threads (0 = all cores)")
+    parser.add_argument("--make-untrained", metavar="DIR", help="build an untrained demo-architecture bundle")
+    args = parser.parse_args(argv)
+    if args.make_untrained:
+        print("bundle written to", make_untrained(args.make_untrained))
+        return 0
+    bundle = load_bundle(args.model)
+    engine, worker = _worker(bundle, args.precision, args.threads)
+    print(runtime.describe(engine))
+    print("input {}x{}, {} anchors, {} frames per loop, {} cores".format(
+        bundle.input_width, bundle.input_height, len(bundle.anchors), args.frames, os.cpu_count()))
+    alone = inference_alone(worker, args.frames)
+    seq_fps, seq_ms = sequential(worker, bundle.labels, args.frames)
+    thr_fps, snap = threaded(worker, bundle.labels, args.frames)
+    replay_fps, _ = threaded(worker, bundle.labels, args.frames, ReplaySource())
+    host = seq_ms["preprocess"] + seq_ms["decode"] + seq_ms["overlay"]
+    print("inference alone : {:7.1f} fps".format(alone))
+    print("sequential loop : {:7.1f} fps  (per frame ms: {})".format(
+        seq_fps, ", ".join("{} {:.2f}".format(k, v) for k, v in seq_ms.items())))
+    print("threaded app    : {:7.1f} fps  (stage ms: {})".format(
+        thr_fps, ", ".join("{} {:.2f}".format(k, v) for k, v in snap["stages_ms"].items())))
+    print("threaded, replay: {:7.1f} fps  (same pipeline, pre-rendered frames: no renderer cost)".format(replay_fps))
+    print("ratios          : threaded/inference {:.2f} (goal >= 0.9), threaded/sequential {:.2f} (goal >= 1.3)"
+          .format(thr_fps / alone, thr_fps / seq_fps))
+    print("ratios, replay  : threaded/inference {:.2f}, threaded/sequential {:.2f}".format(
+        replay_fps / alone, replay_fps / seq_fps))
+    print("host overhead   : {:.2f} ms per 640x480 frame (preprocess {:.2f} + decode/NMS {:.2f} + overlay {:.2f}; "
+          "goal <= 2)".format(host, seq_ms["preprocess"], seq_ms["decode"], seq_ms["overlay"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
