@@ -70,8 +70,12 @@ def _calibration_images(examples, count):
     return [evaluate.decode_image(e) for e in examples[:count]]
 
 
-def convert_all(model, cfg, calibration_rgb, folder, log=print):
+def convert_all(model, cfg, calibration_rgb, folder, qat=False, log=print):
     """Steps 1-3: saved_model/, model_float.tflite, model_int8.tflite in `folder`, then the checks.
+
+    For a quantization-aware model, saved_model/ and model_float.tflite are its float twin
+    (fake-quant stripped) and model_int8.tflite is converted from the QAT graph, which
+    carries the learned ranges.
 
     Returns:
       dict of file name -> absolute path.
@@ -79,18 +83,29 @@ def convert_all(model, cfg, calibration_rgb, folder, log=print):
     Raises:
       convert_tflite.ConversionCheckError: the uint8 model breaks an invariant.
     """
+    import shutil
     h, w = cfg.model.input_height, cfg.model.input_width
     paths = {k: os.path.join(folder, k) for k in ("saved_model", "model_float.tflite", "model_int8.tflite")}
     t = time.time()
-    convert_tflite.save_batch1_savedmodel(model, h, w, paths["saved_model"])
-    log("saved_model/ written ({:.0f} s)".format(time.time() - t))
+    float_model = model
+    if qat:
+        from training.float_twin import float_twin
+        float_model = float_twin(model, cfg.model)
+    convert_tflite.save_batch1_savedmodel(float_model, h, w, paths["saved_model"])
     with open(paths["model_float.tflite"], "wb") as f:
         f.write(convert_tflite.to_float_tflite(paths["saved_model"]))
+    source = paths["saved_model"]
+    if qat:
+        source = os.path.join(folder, ".qat_saved_model")  # removed below: the bundle keeps the float one
+        convert_tflite.save_batch1_savedmodel(model, h, w, source)
+    log("saved_model/ and model_float.tflite written ({:.0f} s)".format(time.time() - t))
     rep = convert_tflite.calibration_inputs(calibration_rgb, h, w, preprocess.INPUT_RANGE)
-    int8 = convert_tflite.to_int8_tflite(paths["saved_model"], rep)
+    int8 = convert_tflite.to_int8_tflite(source, rep)
+    if qat:
+        shutil.rmtree(source)
     with open(paths["model_int8.tflite"], "wb") as f:
         f.write(int8)
-    log("model_float.tflite, model_int8.tflite converted ({:.0f} s)".format(time.time() - t))
+    log("model_int8.tflite converted{} ({:.0f} s)".format(" from the QAT model" if qat else "", time.time() - t))
     convert_tflite.check_full_integer(int8, preprocess.INPUT_RANGE)
     return paths
 
@@ -218,7 +233,7 @@ def export_bundle(model, cfg, state, examples, out, force=False, max_drop=0.02, 
     staged = bundle_writer.staging_dir(out)
     try:
         try:
-            paths = convert_all(model, cfg, calibration, staged, log)
+            paths = convert_all(model, cfg, calibration, staged, _is_qat(state), log)
         except convert_tflite.ConversionCheckError as e:
             where = bundle_writer.reject(staged, out)
             log("export REJECTED: model_int8.tflite fails a full-integer check: {}\nIt is in {}; run "
