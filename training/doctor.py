@@ -74,14 +74,14 @@ def _flat(outputs, names, count):
     return np.concatenate([dequantized(outputs[n][i]).ravel() for n in names for i in range(count)])
 
 
-def _correlation(a, b):
-    if a.std() == 0 or b.std() == 0:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
+def _relative_error(values, reference):
+    """RMS(values - reference) / RMS(reference)."""
+    return float(np.sqrt(np.mean((values - reference) ** 2)) / (np.sqrt(np.mean(reference ** 2)) + 1e-9))
 
 
 def confirm_input_interval(pair, images, float_range, float_out, quant_out):
-    """(r with the float model fed the implied interval, r with it fed `float_range`), or None."""
+    """Relative error of the quantized outputs against the float model fed the interval the
+    input quantization implies, and against it fed `float_range`; None if not measurable."""
     found = inputs.quant_input_interval(pair.quant_model)
     if found is None or not is_float_model(pair.float_model):
         return None
@@ -90,8 +90,8 @@ def confirm_input_interval(pair, images, float_range, float_out, quant_out):
     implied_out = run_all(pair.float_model, images[:count], implied)
     f_names = [f for f, _ in pair.output_pairs]
     q = _flat(quant_out, [q for _, q in pair.output_pairs], count)
-    return (_correlation(q, _flat(implied_out, f_names, count)),
-            _correlation(q, _flat(float_out, f_names, count)))
+    return (_relative_error(q, _flat(implied_out, f_names, count)),
+            _relative_error(q, _flat(float_out, f_names, count)))
 
 
 def _detection_findings(pair, float_out, quant_out):

@@ -1,9 +1,11 @@
 """Which float range the float model expects, when nothing says so: try the usual ones.
 
 A detector fed its own normalization gives confident detections that survive a
-small change in lighting; fed the wrong one, it gives few or weak detections, or
-boxes that jump around. Each candidate range is scored by
-mean top score x agreement between each image and a slightly darker copy.
+small change in lighting and that differ from image to image. Fed the wrong one,
+it gives few or weak detections, boxes that jump around, or (saturated by a range
+far too wide) the same confident boxes on every image. Each candidate range is
+scored by mean top score x agreement with a slightly darker copy of each image
+x (1 - agreement between different images) x share of images not filled to the cap.
 """
 
 import numpy as np
@@ -13,6 +15,7 @@ from app.postprocess import decode_postprocess_outputs, decode_ssd
 
 CANDIDATES = ((-1.0, 1.0), (0.0, 1.0), (0.0, 255.0))
 MAX_IMAGES = 8
+MAX_DETECTIONS = 20
 TOP = 5
 
 
@@ -30,12 +33,12 @@ def _detect(pair, image_rgb, float_range, names):
         logits = dequantized(outputs[names["class_logits"][0]]).reshape(len(codes), -1)
         spec = pair.spec
         dets = decode_ssd(codes, logits, spec.anchors, spec.box_coder_scales, spec.score_converter,
-                          score_threshold=0.3, max_detections=20)
+                          score_threshold=0.3, max_detections=MAX_DETECTIONS)
     else:
         details = pair.float_model.interp.get_output_details()
         by_tensor = {o.tensor: o.values for o in outputs.values()}
         dets = decode_postprocess_outputs(details, [by_tensor[d["name"]] for d in details],
-                                          score_threshold=0.3)
+                                          score_threshold=0.3, max_detections=MAX_DETECTIONS)
     top = float(np.mean(dets.scores[:TOP])) if len(dets.scores) else 0.0
     return dets, top
 
@@ -50,7 +53,10 @@ def score_range(pair, images, float_range, names=None):
         darker.append(_detect(pair, _perturbed(image), float_range, names)[0])
     if not any(len(d.scores) for d in plain):
         return 0.0
-    return float(np.mean(tops)) * pooled_agreement(plain, darker)
+    same_everywhere = pooled_agreement(plain, plain[1:] + plain[:1]) if len(plain) > 1 else 0.0
+    # A saturated model fills every image up to the cap; real scenes rarely do.
+    not_full = float(np.mean([len(d.scores) < MAX_DETECTIONS for d in plain]))
+    return float(np.mean(tops)) * pooled_agreement(plain, darker) * (1.0 - same_everywhere) * not_full
 
 
 def estimate(pair, images, names=None):

@@ -87,8 +87,8 @@ def input_findings(quant_model, float_range, confirmation=None):
     Args:
       quant_model: TfliteRunner of the quantized model.
       float_range: (low, high) the float model expects.
-      confirmation: optional (r_implied, r_expected): correlation of the quantized
-        outputs with the float model fed the implied interval and the expected range.
+      confirmation: optional (error_implied, error_expected): relative RMS error of the
+        quantized outputs against the float model fed the implied interval / the expected range.
 
     Returns:
       list of findings (possibly empty).
@@ -128,10 +128,10 @@ def _calibration_finding(interval, quant, where, float_range, confirmation):
     evidence = {"input_interval": [interval[0], interval[1]], "scale": quant[0], "zero_point": quant[1],
                 "expected_range": list(float_range), "calibration_normalization": used}
     if confirmation is not None:
-        detail += (" Confirmed: the quantized outputs correlate r={:.2f} with the float model fed "
-                   "[{:.4g}, {:.4g}] and r={:.2f} with it fed [{:g}, {:g}].".format(
+        detail += (" Confirmed: the quantized outputs differ by {:.0%} (relative RMS) from the float model "
+                   "fed [{:.4g}, {:.4g}] and by {:.0%} from it fed [{:g}, {:g}].".format(
                        confirmation[0], interval[0], interval[1], confirmation[1], *float_range))
-        evidence["correlation_implied"], evidence["correlation_expected"] = confirmation
+        evidence["error_vs_implied"], evidence["error_vs_expected"] = confirmation
     fix = ("calibrate with the model's normalization, {} (img = RGB uint8 stretched to the input size), "
            "or train quantization-aware (edgedet-train train), which carries its learned input range"
            .format(representative_code(float_range)))
