@@ -118,7 +118,7 @@ class TrainConfig:
     quantization: QuantizationConfig = opt(None, "Quantization-aware training.", QuantizationConfig)
     checkpoint_every: int = opt(500, "Steps between checkpoints.")
     log_every: int = opt(50, "Steps between TensorBoard scalar writes.")
-    eval_every: int = opt(0, "Steps between eval mAP runs; 0 = only at the end.")
+    eval_every: int = opt(1000, "Steps between eval mAP runs; 0 = only at the end.")
     seed: int = opt(0, "Random seed.")
 
 
