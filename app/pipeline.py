@@ -30,10 +30,11 @@ Worker = collections.namedtuple("Worker", "interpreter writer reader decoder mod
 # What capture hands to inference. `index` counts the source's frames from 1.
 FrameJob = collections.namedtuple("FrameJob", "source index name image time")
 # What the output stage gives every sink. boxes: float32 [K, 4] pixels (x0, y0, x1, y1);
-# detections: app.postprocess.Detections (normalized ymin, xmin, ymax, xmax); image: the
-# source frame, BGR, with the overlay drawn when a sink wants pictures.
+# detections: app.postprocess.Detections (normalized ymin, xmin, ymax, xmax); raw: the
+# source frame, BGR, untouched (for checkers); image: a copy with the overlay drawn when a
+# sink wants pictures, else the raw frame itself.
 FrameResult = collections.namedtuple(
-    "FrameResult", "source frame name time image detections boxes labels model timings")
+    "FrameResult", "source frame name time raw image detections boxes labels model timings")
 
 RESULT_QUEUE_SIZE = 4
 POLL_S = 0.1
@@ -260,11 +261,12 @@ class Pipeline(object):
         boxes = postprocess.to_pixel_boxes(detections.boxes, height, width)
         labels = [self.labels.get(int(c), str(int(c))) for c in detections.class_ids]
         source = self.sources[job.source]
-        result = FrameResult(source.name, job.index, job.name, job.time, job.image, detections, boxes,
-                             labels, worker.model, timings)
+        result = FrameResult(source.name, job.index, job.name, job.time, job.image, job.image, detections,
+                             boxes, labels, worker.model, timings)
         t1 = time.monotonic()
         if self._want_image:
-            self._draw(job.image, result, self._hud(self.stats) if self._hud else "")
+            result = result._replace(image=job.image.copy())
+            self._draw(result.image, result, self._hud(self.stats) if self._hud else "")
         t2 = time.monotonic()
         for sink in self.sinks:
             sink.write(result)

@@ -300,3 +300,22 @@ def test_lost_live_source_is_reconnected(tiny_bundle, tmp_path):  # noqa: F811
     pipeline.join()
     events = [s["event"] for s in sink.statuses]
     assert events[:3] == ["started", "source_lost", "source_reconnected"] and pipeline.processed == 2
+
+
+def test_sinks_that_want_pictures_get_the_overlay_and_the_raw_frame_stays_clean(tiny_bundle):  # noqa: F811
+    from app import overlay
+
+    class Shown(_Collect):
+        wants_image = True
+    sink = Shown()
+    worker = _worker(tiny_bundle)
+    pipeline = Pipeline([open_source("synthetic:160x120@0")], [worker], {0: "c", 1: "s", 2: "t"}, [sink], Stats(),
+                        max_frames=3, hud=lambda stats: "hud", draw=overlay.draw_result)
+    pipeline.run()
+    assert len(sink.results) == 3
+    for result in sink.results:
+        assert result.image is not result.raw and result.image.shape == result.raw.shape == (120, 160, 3)
+        expected = result.raw.copy()
+        overlay.draw_result(expected, result, "hud")
+        np.testing.assert_array_equal(result.image, expected)
+        assert (result.image != result.raw).any(axis=2).mean() > 0.01
