@@ -272,3 +272,13 @@ def test_bad_input_exits_2(pairs, tmp_path, capsys):
     code = run_cli(main, ["doctor", "--float", pairs["float"], "--quant", pairs["images"], "--images",
                           pairs["images"]], prog="edgedet-train")
     assert code == 2
+
+
+def test_saved_model_as_float_reference(pairs, tmp_path, capsys):
+    # --float is the SavedModel the quantized file was converted from; the doctor converts it
+    # to a float .tflite itself, so both run on one interpreter.
+    code, report, _ = _doctor(tmp_path, capsys, "--float", pairs["saved_model"], "--quant", pairs["raw"],
+                              "--images", pairs["images"], "--float-range=-1,1")
+    assert code == 1
+    assert report["findings"][0]["id"] == "calibration_input_range"
+    assert _by_id(report)["layer_error_blowup"]["evidence"]["index"] == 0
