@@ -123,8 +123,15 @@ def build_tiny_bundle(folder):
     return folder
 
 
+# Each test module that imports the fixture registers its own copy of it, so the built
+# bundle is kept here to build it once per session, not once per module.
+_BUILT = {}
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """Path (str) of a real tiny bundle: model_float.tflite, model_int8.tflite, model.json, anchors.npy."""
     pytest.importorskip("tensorflow")
-    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny_bundle")))
+    if "path" not in _BUILT:
+        _BUILT["path"] = build_tiny_bundle(str(tmp_path_factory.mktemp("tiny_bundle")))
+    return _BUILT["path"]
