@@ -110,7 +110,7 @@ def match_outputs(float_model, quant_model):
     return list(zip(f_names, q_names))
 
 
-def _spec_for(quant_model, pairs, bundle):
+def _spec_for(quant_model, bundle):
     """ModelSpec for raw SSD heads (from the bundle, else default edgedet anchors), or None."""
     from training.evaluate import ModelSpec
     if bundle is not None:
@@ -178,7 +178,7 @@ def load_pair(float_arg, quant_arg, float_range_text=None):
         raise UserError("input sizes differ: float {} vs quantized {}; pass the matching pair".format(
             float_model.input_size(), quant_model.input_size()))
     pairs = match_outputs(float_model, quant_model)
-    spec = _spec_for(quant_model, pairs, bundle)
+    spec = _spec_for(quant_model, bundle)
     return Pair(float_model, quant_model, float_arg, quant_arg, saved_model, _kind(quant_model, spec),
                 spec, float_range, source, pairs)
 
