@@ -181,3 +181,19 @@ def test_scan_finds_usb_and_pci_tpus_in_a_sysfs_tree(tmp_path):
 def test_devices_report_names_the_runtime():
     lines = devices.report()
     assert any(line.startswith("TFLite runtimes (first is used): ai_edge_litert") for line in lines)
+
+
+@pytest.mark.edgetpu
+def test_compiled_model_on_a_real_edgetpu_matches_its_cpu_twin():
+    if not devices.list_edgetpus():
+        pytest.skip("no Edge TPU attached")
+    tpu = runtime.open_engine(COMPILED, "edgetpu")
+    cpu = runtime.make_cpu_engine(QUANT, num_threads=1)
+    assert tpu.kind == "edgetpu" and tpu.model_path == COMPILED
+    image = np.random.RandomState(1).randint(0, 256, (1, 128, 128, 3)).astype(np.uint8)
+    outs = []
+    for interp in (tpu.interpreter, cpu.interpreter):
+        interp.set_tensor(interp.get_input_details()[0]["index"], image)
+        interp.invoke()
+        outs.append(interp.get_tensor(interp.get_output_details()[0]["index"]).astype(int))
+    assert np.argmax(outs[0]) == np.argmax(outs[1]) and np.abs(outs[0] - outs[1]).max() <= 3
