@@ -26,3 +26,34 @@ def tiny_config(cfg, size=96, depth=0.35, **export):
     """The default config shrunk to a size x size input and a thin backbone."""
     model = dataclasses.replace(cfg.model, input_height=size, input_width=size, depth_multiplier=depth)
     return dataclasses.replace(cfg, model=model, export=dataclasses.replace(cfg.export, **export))
+
+
+def simple_examples(count, size=96, seed=1):
+    """Easy scenes a tiny SSD learns in a few hundred steps: one large shape on a plain background.
+
+    Classes follow app.synthetic (0 circle, 1 square, 2 triangle); boxes are the exact
+    normalized (ymin, xmin, ymax, xmax) extent of the drawn shape.
+    """
+    import cv2
+    rng = np.random.RandomState(seed)
+    items = []
+    for i in range(count):
+        image = np.empty((size, size, 3), np.uint8)
+        image[:] = rng.randint(0, 256, 3)
+        cls = rng.randint(3)
+        s = rng.randint(size * 3 // 10, size * 6 // 10)
+        y0, x0 = rng.randint(0, size - s), rng.randint(0, size - s)
+        colour = tuple(int(c) for c in (255 - image[0, 0] + rng.randint(-40, 40, 3)).clip(0, 255))
+        if cls == 0:
+            cv2.circle(image, (x0 + s // 2, y0 + s // 2), s // 2, colour, -1)
+        elif cls == 1:
+            cv2.rectangle(image, (x0, y0), (x0 + s - 1, y0 + s - 1), colour, -1)
+        else:
+            pts = np.array([[x0 + s // 2, y0], [x0, y0 + s - 1], [x0 + s - 1, y0 + s - 1]], np.int32)
+            cv2.fillPoly(image, [pts], colour)
+        ys, xs = np.nonzero(np.any(image != image[0, 0] if (y0, x0) != (0, 0) else image != image[-1, -1], -1))
+        box = np.array([[ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]], np.float32) / size
+        ok, data = cv2.imencode(".png", image)
+        assert ok
+        items.append(Example(data.tobytes(), "png", size, size, box, np.array([cls], np.int32), str(i)))
+    return Examples(items)
