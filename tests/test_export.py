@@ -136,3 +136,63 @@ def test_out_under_a_file_is_a_user_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="cannot create its parent folder"):
         bundle_writer.check_destination(tmp_path / "file" / "b", force=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_workdir(tmp_path_factory):
+    """A workdir as training writes it (config.yaml, checkpoint, state.json) for a tiny SSD."""
+    import tensorflow as tf
+    from training import workdir as run_dir
+    from training.config import render_config
+    from training.model import build_ssd
+    cfg = tiny_config(load_config())
+    wd = tmp_path_factory.mktemp("run")
+    run_dir.write_config(str(wd), cfg)
+    path = tf.train.Checkpoint(model=build_ssd(cfg.model)).save(str(wd / run_dir.CHECKPOINTS / "ckpt"))
+    run_dir.write_state(str(wd), {"checkpoint": os.path.basename(path), "phase": "float",
+                                  "quantization_aware": False, "step": 1})
+    config = wd.parent / "tiny.yaml"
+    config.write_text(render_config(cfg))
+    return {"workdir": wd, "config": config}
+
+
+def _export_cli(capsys, *argv):
+    from app.errors import run_cli
+    from training.cli import main
+    code = run_cli(main, ["export"] + [str(a) for a in argv], prog="edgedet-train")
+    return code, capsys.readouterr().err.strip()
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_cli_workdir_without_checkpoint_exits_2(tmp_path, tiny_workdir, capsys):
+    (tmp_path / "empty").mkdir()
+    code, err = _export_cli(capsys, "--config", tiny_workdir["config"], "--workdir", tmp_path / "empty",
+                            "--out", tmp_path / "models" / "x")
+    assert code == 2 and "no state.json (no checkpoint)" in err and len(err.splitlines()) == 1
+    assert _leftovers(tmp_path / "models") == []
+
+
+def test_cli_config_not_matching_checkpoint_exits_2(tmp_path, tiny_workdir, capsys):
+    default = tmp_path / "default.yaml"
+    default.write_text("model: {input_height: 192}\n")
+    code, err = _export_cli(capsys, "--config", default, "--workdir", tiny_workdir["workdir"],
+                            "--out", tmp_path / "models" / "x")
+    assert code == 2 and "was trained with" in err and "model.depth_multiplier = 0.5" in err
+    assert _leftovers(tmp_path / "models") == []
+
+
+def test_cli_existing_bundle_or_unwritable_out_exits_2(tmp_path, tiny_workdir, capsys):
+    existing = tmp_path / "models" / "x"
+    existing.mkdir(parents=True)
+    (existing / "model.json").write_text("{}")
+    code, err = _export_cli(capsys, "--config", tiny_workdir["config"], "--workdir", tiny_workdir["workdir"],
+                            "--out", existing)
+    assert code == 2 and "--force" in err
+    assert _leftovers(tmp_path / "models") == ["x"] and (existing / "model.json").read_text() == "{}"
+    (tmp_path / "afile").write_text("")
+    code, err = _export_cli(capsys, "--config", tiny_workdir["config"], "--workdir", tiny_workdir["workdir"],
+                            "--out", tmp_path / "afile" / "x")
+    assert code == 2 and "choose a writable --out" in err
