@@ -183,10 +183,10 @@ def _is_qat(state):
     return bool(state.get("quantization_aware") or state.get("phase") == "qat")
 
 
-def _write_reports(folder, name, meta, cfg, examples, preds_f, preds_q, quant):
+def _write_reports(folder, name, meta, fid, cfg, examples, preds_f, preds_q, quant):
     """report.json (every figure) and report.html (pictures, curves, tables)."""
     rep = {"name": name, "created": meta["source"]["created"],
-           "quantization_aware": meta["training"]["quantization_aware"], "fidelity": meta["fidelity"],
+           "quantization_aware": meta["training"]["quantization_aware"], "fidelity": fid,
            "quantization": quant,
            "expected_input_quantization": list(preprocess.expected_input_quantization(preprocess.INPUT_RANGE)),
            "edgetpu": meta["edgetpu"], "models": meta["models"]}
@@ -260,8 +260,8 @@ def export_bundle(model, cfg, state, examples, out, force=False, max_drop=0.02, 
         if extra:
             meta["postprocess_model"] = extra  # not under "models": the app reads it as a foreign model
         quant = convert_tflite.quantization_params(open(paths["model_int8.tflite"], "rb").read())
-        _write_reports(staged, os.path.basename(os.path.abspath(out)), meta, cfg, examples, preds_f, preds_q,
-                       quant)
+        name = os.path.basename(os.path.abspath(out))
+        _write_reports(staged, name, meta, fid, cfg, examples, preds_f, preds_q, quant)
         bundle_writer.write_json_atomic(os.path.join(staged, "model.json"), meta)
         return _finish(staged, out, force, fid, log)
     except BaseException:

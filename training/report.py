@@ -135,8 +135,9 @@ def render_html(report, labels, images_rgb, float_dets, int8_dets):
     verdict = ('<p class="ok">PASSED the fidelity gate</p>' if fid["passed"] else
                '<p class="bad">REJECTED: {}</p>'.format(_esc("; ".join(fid["reasons"]))))
     curves = fid.get("pr_curve") or {}
-    svgs = []
+    svgs = ["<p>no detections at the eval score threshold, so no curve</p>"]
     if curves.get("float") and curves.get("int8"):
+        svgs = []
         for k, name in enumerate(labels):
             svgs.append(pr_curve_svg(name, curves["float"]["recall"], curves["float"]["precision"][k],
                                      curves["int8"]["precision"][k]))
