@@ -1,21 +1,27 @@
 """`edgedet [run] ...` runs live detection; `edgedet devices` lists Edge TPUs and runtimes.
 
-Settings come from the `app:` and `postprocess:` sections of --config (defaults without
-one); every flag given on the command line overrides its key. Detection thresholds not
-set by either come from the bundle's model.json.
+Settings come from the `app:`, `postprocess:`, `reference:` and `http:` sections of --config
+(defaults without one); every flag given on the command line overrides its key. Detection
+thresholds not set by either come from the bundle's model.json.
+
+Start-up order: sources, model (one interpreter per Edge TPU), warm-up inference, the
+float-reference check on the bundle's samples (it may fall back to the float model at
+once), web view, then READY=1 to systemd and the threads.
+
+Exit codes: 0 stopped (SIGTERM/SIGINT, q, end of files, --max-frames); 2 bad input;
+3 the live model disagreed with the float model and reference.on_mismatch is exit;
+4 an invoke hung and the interpreter could not be rebuilt.
 """
 
 import argparse
 import logging
-import os
 import signal
 import sys
 
-from app import config, devices, live_model, overlay, runtime, sinks
+from app import config, devices, overlay, runtime, service, sinks, webview, workers
 from app.errors import UserError, run_cli
-from app.labels import class_thresholds_by_id, read_labels
-from app.pipeline import Pipeline, Worker
-from app.redact import redact
+from app.pipeline import Pipeline
+from app.redact import redact, redact_logging
 from app.sources import open_source
 from app.stats import Stats
 
@@ -43,6 +49,15 @@ def _add_run_arguments(p):
     p.add_argument("--iou-threshold", type=float)
     p.add_argument("--max-detections", type=int)
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--reference", dest="reference", action="store_true", default=None,
+                   help="check the live model against the bundle's float model (the default)")
+    p.add_argument("--no-reference", dest="reference", action="store_false", help="no float-reference check")
+    p.add_argument("--on-mismatch", choices=("warn", "fallback", "exit"),
+                   help="what a low float-reference agreement does (exit code 3 for exit)")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve the web view (a bare port means 127.0.0.1)")
+    p.add_argument("--http-credentials", metavar="FILE", help="file holding the web view password/token")
+    p.add_argument("--http-insecure", action="store_true", default=None,
+                   help="allow a non-loopback --http without credentials")
 
 
 def build_parser():
@@ -54,7 +69,7 @@ def build_parser():
 
 
 def resolve_settings(args):
-    """(AppConfig, thresholds overrides dict) from --config plus the flags given."""
+    """(DeviceConfig with the flags applied, thresholds overrides dict) from --config plus the flags."""
     cfg = config.load_device_config(args.config)
     app_cfg = config.replace(
         cfg.app, model=args.model, labels=args.labels, sources=args.source, runtime=args.runtime,
@@ -71,71 +86,22 @@ def resolve_settings(args):
         if value is not None:
             overrides[key] = value
     overrides["class_score_thresholds"] = cfg.postprocess.class_score_thresholds or {}
-    return app_cfg, overrides
+    ref_cfg = config.replace(cfg.reference, enabled=args.reference, on_mismatch=args.on_mismatch)
+    http_cfg = config.replace(cfg.http, listen=args.http, credentials_file=args.http_credentials,
+                              insecure=args.http_insecure)
+    return config.DeviceConfig(app_cfg, cfg.postprocess, ref_cfg, http_cfg), overrides
 
 
-def _thresholds(defaults, overrides, labels):
-    values = dict(defaults)
-    values.update(overrides)
-    if not 0.0 <= values["score_threshold"] <= 1.0 or not 0.0 <= values["iou_threshold"] <= 1.0:
-        raise UserError("score_threshold and iou_threshold must be within 0..1, got {} and {}"
-                        .format(values["score_threshold"], values["iou_threshold"]))
-    if values["max_detections"] < 1:
-        raise UserError("max_detections must be >= 1, got {}".format(values["max_detections"]))
-    values["class_score_thresholds"] = class_thresholds_by_id(values["class_score_thresholds"], labels)
-    return values
-
-
-def _bundle_workers(app_cfg, overrides):
-    from app.bundle import load_bundle
-    bundle = load_bundle(app_cfg.model)
-    labels = list(bundle.labels)
-    if app_cfg.labels:
-        given = read_labels(app_cfg.labels)
-        if given != dict(enumerate(labels)):
-            raise UserError("--labels {}: {} labels {} do not match the bundle's {} {}. Drop --labels for a "
-                            "bundle, or pass its labels.txt".format(app_cfg.labels, len(given),
-                                                                   list(given.values())[:6], len(labels), labels))
-    thresholds = _thresholds(bundle.postprocess, overrides, labels)
-    workers = []
-    for device in app_cfg.devices or [""]:
-        engine, key = runtime.open_bundle_engine(bundle, app_cfg.runtime, app_cfg.precision, device,
-                                                 app_cfg.num_threads)
-        reader = live_model.OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
-        live_model.check_labels(reader, labels, engine.model_path)
-        writer = live_model.InputWriter(engine.interpreter, bundle.float_range)
-        workers.append((engine, Worker(engine.interpreter, writer, reader,
-                                       live_model.BundleDecoder(reader, bundle, thresholds), key)))
-        if engine.kind == "cpu":
-            break  # one CPU interpreter already uses every thread it was given
-    return workers, dict(enumerate(labels))
-
-
-def _foreign_workers(app_cfg, overrides):
-    if not app_cfg.labels:
-        raise UserError("--model {}: a foreign .tflite needs --labels (Coral 'id name' or one name per line)"
-                        .format(app_cfg.model))
-    labels = read_labels(app_cfg.labels)
-    defaults = {"score_threshold": 0.4, "iou_threshold": 0.6, "max_detections": 15}
-    thresholds = _thresholds(defaults, overrides, labels)
-    workers = []
-    for device in app_cfg.devices or [""]:
-        engine = runtime.open_engine(app_cfg.model, app_cfg.runtime, device, app_cfg.num_threads)
-        reader = live_model.ForeignReader(engine.interpreter, engine.model_path)
-        writer = live_model.InputWriter(engine.interpreter)
-        name = os.path.basename(engine.model_path)
-        workers.append((engine, Worker(engine.interpreter, writer, reader,
-                                       live_model.ForeignDecoder(reader, thresholds), name)))
-        if engine.kind == "cpu":
-            break
-    return workers, labels
-
-
-def open_workers(app_cfg, overrides):
-    """Opens the model on every device: ([(Engine, Worker)], labels {class_id: name})."""
-    if app_cfg.model.endswith(".tflite"):
-        return _foreign_workers(app_cfg, overrides)
-    return _bundle_workers(app_cfg, overrides)
+def open_sources(app_cfg):
+    """Opens every --source; a name used twice gets "#2", "#3"... so stats and events stay apart."""
+    sources, seen = [], {}
+    for i, spec in enumerate(app_cfg.sources):
+        source = open_source(spec, app_cfg.loop, app_cfg.realtime, seed=i, timeout_s=app_cfg.source_timeout_s)
+        seen[source.name] = seen.get(source.name, 0) + 1
+        if seen[source.name] > 1:
+            source.name = "{}#{}".format(source.name, seen[source.name])
+        sources.append(source)
+    return sources
 
 
 def _sinks(app_cfg, stats, stop):
@@ -151,6 +117,17 @@ def _sinks(app_cfg, stats, stop):
     return result
 
 
+def _web_view(http_cfg, feed, stats):
+    """The started WebView for http.listen, or None when it is off."""
+    if not http_cfg.listen:
+        return None
+    host, port = webview.parse_listen(http_cfg.listen)
+    secret = webview.read_credentials(http_cfg.credentials_file) if http_cfg.credentials_file else None
+    view = webview.WebView(host, port, feed.get_jpeg, stats.snapshot, stats.last_frame_time,
+                           credentials=secret, insecure=http_cfg.insecure)
+    return view.start()
+
+
 def _log_start(engines, sources):
     log.info("%s", runtime.describe(engines[0]))
     tpus = devices.list_edgetpus()
@@ -158,32 +135,68 @@ def _log_start(engines, sources):
     log.info("sources: %s", ", ".join(redact(s.name) for s in sources))
 
 
+def _reference_guard(cfg, live, stats):
+    """A ReferenceGuard when the check applies (bundle, enabled, live model not float), else None."""
+    engine, worker = live.pairs[0]
+    if not cfg.reference.enabled or live.bundle is None or worker.model == "float":
+        return None
+    return service.ReferenceGuard(live.bundle, live.thresholds, engine, worker.model, cfg.reference,
+                                  cfg.app.num_threads, stats)
+
+
 def run(args):
     """`edgedet run`: returns the exit code."""
-    app_cfg, overrides = resolve_settings(args)
+    cfg, overrides = resolve_settings(args)
+    app_cfg = cfg.app
     logging.basicConfig(level=app_cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logging()
     if app_cfg.max_frames < 0:
         raise UserError("--max-frames must be >= 0 (0 = run forever), got {}".format(app_cfg.max_frames))
     # Sources first: a camera that is not there is the cheaper mistake to report.
-    sources = [open_source(s, app_cfg.loop, app_cfg.realtime, seed=i) for i, s in enumerate(app_cfg.sources)]
-    pairs, labels = open_workers(app_cfg, overrides)
-    engines = [e for e, _ in pairs]
+    sources = open_sources(app_cfg)
+    live = workers.LiveModel(app_cfg, overrides)
+    engines = [e for e, _ in live.pairs]
     where = "Edge TPU" if engines[0].kind == "edgetpu" else "CPU"
     stats = Stats("{} {} {}".format(engines[0].runtime.name, engines[0].runtime.version, where),
-                  pairs[0][1].model, engines[0].num_threads)
+                  live.pairs[0][1].model, engines[0].num_threads)
     _log_start(engines, sources)
+    for _, worker in live.pairs:
+        workers.warm_up(worker)
     holder = []
     sink_list = _sinks(app_cfg, stats, lambda: holder[0].stop())
-    pipeline = Pipeline(sources, [w for _, w in pairs], labels, sink_list, stats, app_cfg.max_frames,
-                        hud=overlay.hud_text, draw=overlay.draw_result)
+    feed = service.FrameFeed(overlay.draw_result, lambda: overlay.hud_text(stats)) if cfg.http.listen else None
+    guard = _reference_guard(cfg, live, stats)
+    notifier = service.SystemdNotifier(stats)
+    sink_list += [s for s in (feed, guard) if s is not None] + [notifier]  # the notifier LAST
+    pipeline = Pipeline(sources, [w for _, w in live.pairs], live.labels, sink_list, stats, app_cfg.max_frames,
+                        hud=overlay.hud_text, draw=overlay.draw_result, source_timeout_s=app_cfg.source_timeout_s,
+                        invoke_timeout_s=app_cfg.invoke_timeout_s, rebuild=live.rebuild)
     holder.append(pipeline)
+    if guard is not None:
+        guard.attach(pipeline)
+        guard.run_startup(live.pairs[0][1])
+        if guard.exit_requested:
+            pipeline.join()
+            return service.EXIT_REFERENCE_MISMATCH
+    view = _web_view(cfg.http, feed, stats) if feed is not None else None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: pipeline.stop())
-    frames = pipeline.run()
-    log.info("stopped after %d frames", frames)
-    return 0
-
+    notifier.ready("started: model {} | {} | {} source(s)".format(stats.model, stats.runtime, len(sources)))
+    try:
+        pipeline.start()
+        if guard is not None:
+            guard.start()
+        pipeline.wait()
+    finally:
+        notifier.stopping()
+        if guard is not None:
+            guard.join(0.5)
+        pipeline.join()
+        if view is not None:
+            view.stop(0.5)
+    log.info("stopped after %d frames", pipeline.processed)
+    return pipeline.exit_code or (service.EXIT_REFERENCE_MISMATCH if guard and guard.exit_requested else 0)
 
 def main(argv):
     if not argv or argv[0] not in ("run", "devices", "-h", "--help"):

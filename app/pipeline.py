@@ -11,6 +11,16 @@ sink and marks the frame done (the systemd watchdog and /healthz key off that).
 
 `stop()` only sets the flag and closes the hand-offs, so it is safe from a signal handler
 or from a sink on the output thread; `join()` waits for every thread (2 s in total).
+
+A supervisor thread watches for two faults nothing else can see:
+- a live source that delivered no frame for `source_timeout_s` gets a `source_lost`
+  event (and `source_reconnected` when frames come back); the capture thread itself
+  reconnects with backoff when the source reports the loss;
+- an invoke running longer than `invoke_timeout_s` is logged, its thread given up on and
+  the interpreter rebuilt with `rebuild(index, worker)` on a fresh inference thread; when
+  the rebuild fails the pipeline stops with `exit_code` EXIT_INVOKE_HUNG so that systemd
+  restarts the service.
+`replace_workers()` swaps the live workers between frames (the float fallback).
 """
 
 import collections
@@ -40,6 +50,9 @@ RESULT_QUEUE_SIZE = 4
 POLL_S = 0.1
 JOIN_S = 2.0
 RECONNECT_BACKOFF_S = (0.5, 8.0)
+SUPERVISE_S = 0.25
+# Process exit code when a hung interpreter could not be rebuilt (systemd restarts us).
+EXIT_INVOKE_HUNG = 4
 
 
 class Pipeline(object):
@@ -47,34 +60,56 @@ class Pipeline(object):
 
     Args:
       sources: opened sources (app.sources), each with name, live, read(), reopen(), close().
-      workers: list of Worker; their threads share all sources.
+      workers: list of Worker; one inference thread each, all sharing all sources.
       labels: dict {class_id: name}.
       sinks: objects with write(FrameResult) and optionally status(dict), close(),
-        and a truthy `wants_image` if they show the picture.
+        and a truthy `wants_image` (read per frame) if they show the picture.
       stats: app.stats.Stats.
       max_frames: stop after this many processed frames (all sources); 0 = no limit.
       hud: callable(Stats) -> heads-up text drawn on the frame, or None.
       draw: callable(image, FrameResult, hud_text) drawing the overlay in place, or None.
+      source_timeout_s: seconds without a frame before a live source counts as lost (0 = off).
+      invoke_timeout_s: seconds an invoke may run before it counts as hung (0 = off).
+      rebuild: callable(index, Worker) -> new Worker for a hung interpreter; raising means
+        the interpreter cannot be rebuilt. None: a hung invoke stops the pipeline.
     """
 
-    def __init__(self, sources, workers, labels, sinks, stats, max_frames=0, hud=None, draw=None):
+    def __init__(self, sources, workers, labels, sinks, stats, max_frames=0, hud=None, draw=None,
+                 source_timeout_s=0.0, invoke_timeout_s=0.0, rebuild=None):
         if not sources or not workers:
             raise ValueError("need at least one source and one worker, got {} and {}"
                              .format(len(sources), len(workers)))
-        self.sources, self.workers, self.labels = list(sources), list(workers), labels
+        if source_timeout_s < 0 or invoke_timeout_s < 0:
+            raise ValueError("timeouts must be >= 0 s, got source {} and invoke {}"
+                             .format(source_timeout_s, invoke_timeout_s))
+        self.sources, self.labels = list(sources), labels
         self.sinks, self.stats, self.max_frames = list(sinks), stats, int(max_frames)
         self._hud, self._draw = hud, draw
-        self._want_image = draw is not None and any(getattr(s, "wants_image", False) for s in self.sinks)
+        self._source_timeout, self._invoke_timeout = float(source_timeout_s), float(invoke_timeout_s)
+        self._rebuild = rebuild
         self._slots = FrameSlots()
         self._results = ResultQueue(RESULT_QUEUE_SIZE)
         self._running = threading.Event()
         self._lock = threading.Lock()
+        self._active = list(workers)          # worker i is served by inference thread i
+        self._generation = [0] * len(workers)  # bumped when thread i is given up on
+        self._invoking = {}                     # i -> (generation, start) while invoke runs
         self._captures_left = len(self.sources)
-        self._workers_left = len(self.workers)
+        self._workers_left = 0
+        self._last_capture = [0.0] * len(self.sources)
+        self._lost = [False] * len(self.sources)
         self._threads = []
+        self._output_thread = None
         self.processed = 0
+        self.exit_code = 0
         for source in self.sources:
             stats.add_source(source.name)
+
+    @property
+    def workers(self):
+        """The live workers (a copy of the list)."""
+        with self._lock:
+            return list(self._active)
 
     # ------------------------------------------------------------------ control
 
@@ -87,11 +122,15 @@ class Pipeline(object):
         self._running.set()
         self.status("started", sources=[s.name for s in self.sources], model=self.workers[0].model,
                     runtime=self.stats.runtime)
+        now = time.monotonic()
+        self._last_capture = [now] * len(self.sources)
         for i in range(len(self.sources)):
             self._spawn(self._capture, "capture-{}".format(i), i)
-        for i, worker in enumerate(self.workers):
-            self._spawn(self._infer, "inference-{}".format(i), worker)
+        for i in range(len(self._active)):
+            self._spawn_inference(i, 0)
         self._output_thread = self._spawn(self._output, "output")
+        if self._source_timeout or self._invoke_timeout:
+            self._spawn(self._supervise, "supervisor")
 
     def _spawn(self, target, name, *args):
         thread = threading.Thread(target=target, name=name, args=args)
@@ -100,11 +139,40 @@ class Pipeline(object):
         self._threads.append(thread)
         return thread
 
+    def _spawn_inference(self, i, generation):
+        with self._lock:
+            self._workers_left += 1
+        self._spawn(self._infer, "inference-{}.{}".format(i, generation), i, generation)
+
+    def replace_workers(self, workers):
+        """Makes `workers` the live workers; each inference thread switches between two frames.
+
+        Threads beyond the new count finish; new ones start for extra workers. Safe from any
+        thread, before or after start().
+        """
+        if not workers:
+            raise ValueError("need at least one worker, got none")
+        with self._lock:
+            old = len(self._active)
+            self._active = list(workers)
+            self._generation.extend([0] * max(0, len(workers) - len(self._generation)))
+        self.stats.model = workers[0].model
+        if self.running:
+            for i in range(old, len(workers)):
+                self._spawn_inference(i, self._generation[i])
+
     def stop(self):
         """Asks every thread to finish; safe from signal handlers and sinks."""
         self._running.clear()
         self._slots.close()
         self._results.close()
+
+    def fail(self, code, reason):
+        """Stops with a non-zero exit code (first failure wins)."""
+        if not self.exit_code:
+            self.exit_code = int(code)
+        self.status("fatal", reason=reason, exit_code=self.exit_code)
+        self.stop()
 
     def wait(self):
         """Blocks until the output stage finished (out of frames, max_frames, or stop())."""
@@ -119,7 +187,7 @@ class Pipeline(object):
         """
         self.stop()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in list(self._threads):
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive() and t is not threading.current_thread()]
@@ -157,10 +225,13 @@ class Pipeline(object):
         index = 0
         try:
             while self.running:
-                frame = self._read(source)
+                frame = self._read(i, source)
                 if frame is None:
                     break
                 index += 1
+                self._last_capture[i] = time.monotonic()
+                if self._lost[i]:
+                    self._mark_back(i)
                 self.stats.count(source.name, "capture")
                 if not self._hand_off(i, source, FrameJob(i, index, frame[1], frame[0], time.time())):
                     break
@@ -183,13 +254,29 @@ class Pipeline(object):
                 return True
         return False
 
-    def _read(self, source):
+    def _mark_lost(self, i, reason):
+        """Reports source i lost once per outage."""
+        with self._lock:
+            if self._lost[i]:
+                return
+            self._lost[i] = True
+        self.status("source_lost", source=self.sources[i].name, reason=redact(reason))
+        log.warning("source lost: %s", redact(reason))
+
+    def _mark_back(self, i):
+        with self._lock:
+            if not self._lost[i]:
+                return
+            self._lost[i] = False
+        self.status("source_reconnected", source=self.sources[i].name)
+        log.info("source reconnected: %s", redact(self.sources[i].name))
+
+    def _read(self, i, source):
         """The next (image, name), None at the end; reconnects a lost live source with backoff."""
         try:
             return source.read()
         except SourceLost as e:
-            self.status("source_lost", source=source.name, reason=redact(str(e)))
-            log.warning("source lost: %s", redact(str(e)))
+            self._mark_lost(i, str(e))
         delay = RECONNECT_BACKOFF_S[0]
         while self.running:
             if source.reopen():
@@ -198,7 +285,6 @@ class Pipeline(object):
                 except SourceLost:
                     frame = None
                 if frame is not None:
-                    self.status("source_reconnected", source=source.name)
                     return frame
             end = time.monotonic() + delay
             while self.running and time.monotonic() < end:
@@ -208,9 +294,19 @@ class Pipeline(object):
 
     # ------------------------------------------------------------------ inference
 
-    def _infer(self, worker):
+    def _current(self, i, generation):
+        """Worker i for the thread of this generation, or None when that thread must finish."""
+        with self._lock:
+            if self._generation[i] != generation or i >= len(self._active):
+                return None
+            return self._active[i]
+
+    def _infer(self, i, generation):
         try:
             while True:
+                worker = self._current(i, generation)
+                if worker is None:
+                    break  # retired by replace_workers, or given up on while hung
                 got = self._slots.get(timeout=POLL_S)
                 if got is None:
                     with self._lock:
@@ -222,8 +318,12 @@ class Pipeline(object):
                 t0 = time.monotonic()
                 worker.writer.write(job.image)
                 t1 = time.monotonic()
+                self._invoking[i] = (generation, t1)
                 worker.interpreter.invoke()
+                self._invoking.pop(i, None)
                 t2 = time.monotonic()
+                if self._generation[i] != generation:
+                    return  # the supervisor gave up on this invoke; its replacement owns slot i
                 raw = worker.reader.read()
                 self.stats.stage("preprocess", t1 - t0)
                 self.stats.stage("invoke", t2 - t1)
@@ -232,7 +332,51 @@ class Pipeline(object):
             pass
         finally:
             with self._lock:
-                self._workers_left -= 1
+                if self._generation[i] == generation:
+                    self._workers_left -= 1  # a given-up thread was already subtracted
+
+    # ------------------------------------------------------------------ supervision
+
+    def _supervise(self):
+        while self.running:
+            now = time.monotonic()
+            if self._invoke_timeout:
+                for i, (generation, started) in list(self._invoking.items()):
+                    if now - started > self._invoke_timeout and self._generation[i] == generation:
+                        self._recover(i, generation, now - started)
+            if self._source_timeout:
+                for i, source in enumerate(self.sources):
+                    idle = now - self._last_capture[i]
+                    if source.live and not self._lost[i] and idle > self._source_timeout:
+                        self._mark_lost(i, "{}: no frame for {:.1f} s".format(source.name, idle))
+            time.sleep(SUPERVISE_S)
+
+    def _recover(self, i, generation, stuck_s):
+        """Gives up on a hung invoke of worker i and rebuilds its interpreter on a new thread."""
+        with self._lock:
+            self._generation[i] = generation + 1
+            self._workers_left -= 1  # the hung thread no longer counts
+            old = self._active[i] if i < len(self._active) else None
+        self._invoking.pop(i, None)
+        log.error("invoke on interpreter %d stuck for %.1f s (> %.1f s); rebuilding the interpreter",
+                  i, stuck_s, self._invoke_timeout)
+        self.status("invoke_timeout", worker=i, stuck_s=round(stuck_s, 2), model=getattr(old, "model", ""))
+        if self._rebuild is None or old is None:
+            self.fail(EXIT_INVOKE_HUNG, "invoke hung and no way to rebuild the interpreter")
+            return
+        try:
+            new = self._rebuild(i, old)
+        except Exception as e:  # any failure to rebuild means: exit and let systemd restart us
+            log.error("rebuilding interpreter %d failed: %s: %s; exiting with code %d so the service "
+                      "manager restarts edgedet", i, type(e).__name__, e, EXIT_INVOKE_HUNG)
+            self.fail(EXIT_INVOKE_HUNG, "interpreter rebuild failed: {}: {}".format(type(e).__name__, e))
+            return
+        with self._lock:
+            if i < len(self._active):
+                self._active[i] = new
+        self.status("interpreter_rebuilt", worker=i, model=new.model)
+        if self.running:
+            self._spawn_inference(i, generation + 1)
 
     # ------------------------------------------------------------------ output
 
@@ -254,6 +398,9 @@ class Pipeline(object):
         finally:
             self.stop()
 
+    def _wants_image(self):
+        return self._draw is not None and any(getattr(s, "wants_image", False) for s in self.sinks)
+
     def _finish(self, job, raw, worker, timings):
         t0 = time.monotonic()
         detections = worker.decoder.decode(raw)
@@ -264,7 +411,7 @@ class Pipeline(object):
         result = FrameResult(source.name, job.index, job.name, job.time, job.image, job.image, detections,
                              boxes, labels, worker.model, timings)
         t1 = time.monotonic()
-        if self._want_image:
+        if self._wants_image():
             result = result._replace(image=job.image.copy())
             self._draw(result.image, result, self._hud(self.stats) if self._hud else "")
         t2 = time.monotonic()

@@ -39,11 +39,15 @@ class SourceLost(Exception):
 
 
 class _Paced(object):
-    """Sleeps so that successive calls happen at most `fps` times a second (0 = no pacing)."""
+    """Sleeps so that successive calls happen at most `fps` times a second (0 = no pacing).
 
-    def __init__(self, fps):
+    `first_at_once=False` makes the first call wait one period too, like a camera whose
+    first frame arrives one frame interval after it was opened.
+    """
+
+    def __init__(self, fps, first_at_once=True):
         self._period = 1.0 / fps if fps and fps > 0 else 0.0
-        self._next = None
+        self._next = None if first_at_once else time.monotonic() + self._period
 
     def wait(self):
         if not self._period:
@@ -68,7 +72,7 @@ class SyntheticSource(object):
         self.live = fps > 0
         self.name = "synthetic:{}x{}@{:g}".format(width, height, fps)
         self._scene = MovingScene(width, height, seed=seed)
-        self._pace = _Paced(fps)
+        self._pace = _Paced(fps, first_at_once=False)
 
     def read(self):
         self._pace.wait()
@@ -121,11 +125,17 @@ class ImageFolderSource(object):
 
 
 class CaptureSource(object):
-    """cv2.VideoCapture: a camera, a stream or a video file."""
+    """cv2.VideoCapture: a camera, a stream or a video file.
 
-    def __init__(self, target, name, live, loop=False, realtime=False):
+    `timeout_s` (> 0) is given to OpenCV's FFmpeg backend as its open and read timeouts
+    (OpenCV >= 4.2) for network streams, so a stream that stalls without closing makes
+    read() fail after that long instead of blocking forever; the pipeline then reconnects.
+    """
+
+    def __init__(self, target, name, live, loop=False, realtime=False, timeout_s=0.0):
         self.name = name
         self.live = live or realtime
+        self._timeout_ms = int(timeout_s * 1000) if isinstance(target, str) and _URL_RE.match(target) else 0
         self._target = target
         self._file = not live
         self._loop = loop
@@ -140,7 +150,12 @@ class CaptureSource(object):
         """(Re)opens the capture; True if it delivers."""
         import cv2
         self.close()
-        self._cap = cv2.VideoCapture(self._target)
+        if self._timeout_ms > 0 and hasattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC"):
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                      self._timeout_ms]
+            self._cap = cv2.VideoCapture(self._target, cv2.CAP_ANY, params)
+        else:
+            self._cap = cv2.VideoCapture(self._target)
         return bool(self._cap.isOpened())
 
     def read(self):
@@ -176,7 +191,7 @@ def parse_synthetic(spec):
     return width, height, float(fps) if fps is not None else 30.0
 
 
-def open_source(spec, loop=False, realtime=False, seed=0):
+def open_source(spec, loop=False, realtime=False, seed=0, timeout_s=0.0):
     """Opens one `--source` value.
 
     Args:
@@ -184,6 +199,7 @@ def open_source(spec, loop=False, realtime=False, seed=0):
       loop: restart video files and folders at their end.
       realtime: treat files and folders like a live source (latest-frame slot, drops).
       seed: seed of the synthetic camera.
+      timeout_s: open/read timeout of network streams in seconds (0 = OpenCV's default).
 
     Returns:
       A source with `name`, `live`, `read()`, `reopen()`, `close()`.
@@ -205,7 +221,7 @@ def open_source(spec, loop=False, realtime=False, seed=0):
         target = int(spec) if spec.isdigit() else spec
         return CaptureSource(target, spec, live=True)
     if _URL_RE.match(spec):
-        return CaptureSource(spec, redact(spec), live=True)
+        return CaptureSource(spec, redact(spec), live=True, timeout_s=timeout_s)
     if os.path.isdir(spec) or any(c in spec for c in "*?[") or spec.lower().endswith(IMAGE_EXTENSIONS):
         return ImageFolderSource(spec, loop, realtime)
     if os.path.isfile(spec):

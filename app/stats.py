@@ -53,6 +53,7 @@ class Stats(object):
         self._sources = collections.OrderedDict()
         self._stages = collections.OrderedDict()
         self._last_frame = None
+        self._reference = None
         self.runtime, self.model, self.num_threads = runtime, model, num_threads
 
     def _source(self, name):
@@ -80,6 +81,11 @@ class Stats(object):
         """A frame went all the way through (the watchdog and /healthz look at this)."""
         with self._lock:
             self._last_frame = self._clock()
+
+    def set_reference(self, **fields):
+        """Records the float-reference check's latest state (agreement, checks, action...)."""
+        with self._lock:
+            self._reference = collections.OrderedDict(sorted(fields.items()))
 
     def last_frame_time(self):
         """clock() time the last frame completed, or None."""
@@ -116,4 +122,5 @@ class Stats(object):
                 ("inference_ms", round(self._stages.get("invoke", 0.0), 3)),
                 ("stages_ms", collections.OrderedDict((k, round(v, 3)) for k, v in self._stages.items())),
                 ("sources", sources),
+                ("reference", dict(self._reference) if self._reference is not None else None),
             ])

@@ -95,7 +95,9 @@ def test_run_writes_events_to_stdout_and_stats(tiny_bundle, tmp_path):  # noqa: 
     assert code == 0, lines
     events = [json.loads(line) for line in out.splitlines()]
     frames = [e for e in events if e["type"] == "detections"]
-    assert events[0]["event"] == "started" and events[-1] == dict(events[-1], event="stopped", frames=5)
+    # The tiny bundle has no sample images: the start-up reference check says so, then "started".
+    assert events[0]["event"] == "reference_check" and events[0]["skipped"] == "no sample images"
+    assert events[1]["event"] == "started" and events[-1] == dict(events[-1], event="stopped", frames=5)
     assert len(frames) == 5 and all(e["model"] == "int8" and e["source"] == "synthetic:320x240@0" for e in frames)
     for e in frames:
         assert len(e["detections"]) <= 2
@@ -107,6 +109,7 @@ def test_run_writes_events_to_stdout_and_stats(tiny_bundle, tmp_path):  # noqa: 
     saved = json.loads(stats.read_text())
     assert saved["num_threads"] == 1 and saved["sources"]["synthetic:320x240@0"]["processed"] == 5
     assert saved["runtime"].startswith("ai_edge_litert") and saved["model"] == "int8"
+    assert saved["reference"]["live_model"] == "int8" and saved["reference"]["agreement"] is None
     log = "\n".join(lines)
     assert "runtime ai_edge_litert" in log and "input uint8 scale 0.00784314 zero point 127" in log
     assert "Edge TPUs found: none" in log and "model_int8.tflite" in log

@@ -1,6 +1,6 @@
 """Float-reference self-check on a real bundle with a deliberately broken int8 model.
 
-The bundle is tests/tiny_bundle.py's real tiny bundle (real converter, real ai_edge_litert
+The bundles (tests/app_support.py) are tests/tiny_bundle.py's real tiny bundle (real converter, real ai_edge_litert
 interpreter) copied with sample images added. The broken model is made the way the user
 made theirs: the same float network converted full-integer with raw 0..255 float32 images
 as representative data, swapped in as model_int8.tflite. No Edge TPU here: the int8 model
@@ -11,9 +11,6 @@ max_detections cap), all of them content-dependent, so agreement is measured on 
 non-empty detection sets (asserted below), not on two empty lists.
 """
 
-import json
-import os
-import shutil
 import time
 
 import numpy as np
@@ -25,67 +22,14 @@ from app.errors import UserError
 from app.pipeline import Worker
 from app.postprocess import empty_detections
 
+from app_support import NUM_SAMPLES, reference_bundles  # noqa: F401  (session fixture)
 from tiny_bundle import tiny_bundle  # noqa: F401  (session fixture)
-
-NUM_SAMPLES = 4
-
-
-def _write_samples(folder):
-    import cv2
-    rng = np.random.RandomState(11)
-    os.makedirs(os.path.join(folder, "samples"))
-    names = []
-    for i in range(NUM_SAMPLES):
-        image, _, _ = synthetic.render_scene(rng, 240, 320)
-        name = "samples/{}.jpg".format(i)
-        assert cv2.imwrite(os.path.join(folder, name), image)
-        names.append(name)
-    return names
-
-
-def _raw_pixel_int8(folder):
-    """The user's conversion: SavedModel of the bundle's float network, calibrated on raw 0..255 floats."""
-    import cv2
-    import tensorflow as tf
-    import tiny_bundle as tb
-
-    saved = os.path.join(folder, "saved_model")
-    tf.saved_model.save(tb._build_keras_model(), saved)  # the same seeded network as model_float.tflite
-
-    def representative():
-        rng = np.random.RandomState(5)
-        for _ in range(8):
-            image, _, _ = synthetic.render_scene(rng, 240, 320)
-            rgb = cv2.resize(image[..., ::-1], (tb.WIDTH, tb.HEIGHT)).astype(np.float32)
-            yield [rgb[None]]  # float32 0..255: NOT app.preprocess
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    return converter.convert()
 
 
 @pytest.fixture(scope="module")
-def bundles(tiny_bundle, tmp_path_factory):  # noqa: F811
+def bundles(reference_bundles):  # noqa: F811
     """{"good": bundle dir with samples, "broken": the same with the raw-pixel int8 swapped in}."""
-    root = tmp_path_factory.mktemp("reference")
-    good = str(root / "good")
-    shutil.copytree(tiny_bundle, good)
-    names = _write_samples(good)
-    meta_path = os.path.join(good, "model.json")
-    with open(meta_path) as f:
-        meta = json.load(f)
-    meta["samples"] = names
-    with open(meta_path, "w") as f:
-        json.dump(meta, f)
-    broken = str(root / "broken")
-    shutil.copytree(good, broken)
-    with open(os.path.join(broken, "model_int8.tflite"), "wb") as f:
-        f.write(_raw_pixel_int8(str(root)))
-    return {"good": good, "broken": broken}
+    return reference_bundles
 
 
 def _thresholds(bundle):

@@ -1,0 +1,116 @@
+"""Opening the live model on every accelerator: one (Engine, Worker) per Edge TPU, or one
+CPU interpreter, for a bundle or a foreign TFLite_Detection_PostProcess model.
+
+`LiveModel.rebuild(index, worker)` reopens one worker's interpreter on the same device
+(the pipeline calls it when an invoke hung); a float worker (after a fallback) is
+rebuilt as the float model on the CPU.
+"""
+
+import logging
+import os
+
+from app import devices, live_model, reference, runtime
+from app.errors import UserError
+from app.labels import class_thresholds_by_id, read_labels
+from app.pipeline import Worker
+
+log = logging.getLogger(__name__)
+
+FOREIGN_DEFAULTS = {"score_threshold": 0.4, "iou_threshold": 0.6, "max_detections": 15}
+
+
+def thresholds(defaults, overrides, labels):
+    """decode keyword arguments: `defaults` (model.json) updated by `overrides` (config/CLI), checked."""
+    values = dict(defaults)
+    values.update(overrides)
+    if not 0.0 <= values["score_threshold"] <= 1.0 or not 0.0 <= values["iou_threshold"] <= 1.0:
+        raise UserError("score_threshold and iou_threshold must be within 0..1, got {} and {}"
+                        .format(values["score_threshold"], values["iou_threshold"]))
+    if values["max_detections"] < 1:
+        raise UserError("max_detections must be >= 1, got {}".format(values["max_detections"]))
+    values["class_score_thresholds"] = class_thresholds_by_id(values["class_score_thresholds"], labels)
+    return values
+
+
+def device_list(app_cfg):
+    """--device values, or every Edge TPU found when none is given (one interpreter each)."""
+    if app_cfg.devices:
+        return list(app_cfg.devices)
+    if app_cfg.runtime == "cpu" or app_cfg.precision == "float":
+        return [""]
+    found = devices.list_edgetpus()
+    return [":{}".format(i) for i in range(len(found))] if len(found) > 1 else [""]
+
+
+class LiveModel(object):
+    """The opened live model.
+
+    Attributes:
+      pairs: list of (app.runtime.Engine, app.pipeline.Worker), one per accelerator.
+      labels: dict {class_id: name}.
+      bundle: app.bundle.Bundle, or None for a foreign model.
+      thresholds: decode keyword arguments.
+      devices: the device string of each pair.
+    """
+
+    def __init__(self, app_cfg, overrides):
+        self._cfg = app_cfg
+        self.devices = device_list(app_cfg)
+        self.bundle = None
+        if app_cfg.model.endswith(".tflite"):
+            if not app_cfg.labels:
+                raise UserError("--model {}: a foreign .tflite needs --labels (Coral 'id name' or one name "
+                                "per line)".format(app_cfg.model))
+            self.labels = read_labels(app_cfg.labels)
+            self.thresholds = thresholds(FOREIGN_DEFAULTS, overrides, self.labels)
+        else:
+            from app.bundle import load_bundle
+            self.bundle = load_bundle(app_cfg.model)
+            self._check_labels_flag()
+            self.labels = dict(enumerate(self.bundle.labels))
+            self.thresholds = thresholds(self.bundle.postprocess, overrides, list(self.bundle.labels))
+        self.pairs = []
+        for device in self.devices:
+            engine, worker = self.open(device)
+            self.pairs.append((engine, worker))
+            if engine.kind == "cpu":
+                break  # one CPU interpreter already uses every thread it was given
+        self.devices = self.devices[:len(self.pairs)]
+
+    def _check_labels_flag(self):
+        labels = list(self.bundle.labels)
+        if self._cfg.labels:
+            given = read_labels(self._cfg.labels)
+            if given != dict(enumerate(labels)):
+                raise UserError("--labels {}: {} labels {} do not match the bundle's {} {}. Drop --labels for a "
+                                "bundle, or pass its labels.txt".format(self._cfg.labels, len(given),
+                                                                       list(given.values())[:6], len(labels),
+                                                                       labels))
+
+    def open(self, device):
+        """(Engine, Worker) of the live model on `device` ("" = first / the CPU)."""
+        cfg = self._cfg
+        if self.bundle is None:
+            engine = runtime.open_engine(cfg.model, cfg.runtime, device, cfg.num_threads)
+            reader = live_model.ForeignReader(engine.interpreter, engine.model_path)
+            writer = live_model.InputWriter(engine.interpreter)
+            decoder = live_model.ForeignDecoder(reader, self.thresholds)
+            return engine, Worker(engine.interpreter, writer, reader, decoder, os.path.basename(engine.model_path))
+        engine, key = runtime.open_bundle_engine(self.bundle, cfg.runtime, cfg.precision, device, cfg.num_threads)
+        reader = live_model.OutputReader(engine.interpreter, self.bundle.models[key].outputs, engine.model_path)
+        live_model.check_labels(reader, list(self.bundle.labels), engine.model_path)
+        writer = live_model.InputWriter(engine.interpreter, self.bundle.float_range)
+        decoder = live_model.BundleDecoder(reader, self.bundle, self.thresholds)
+        return engine, Worker(engine.interpreter, writer, reader, decoder, key)
+
+    def rebuild(self, index, worker):
+        """A fresh Worker replacing `worker` (worker `index`) after its invoke hung."""
+        if worker.model == "float" and self.bundle is not None:
+            return reference.open_float_worker(self.bundle, self.thresholds, self._cfg.num_threads)[1]
+        return self.open(self.devices[index] if index < len(self.devices) else "")[1]
+
+
+def warm_up(worker):
+    """One inference on a black frame: the first invoke allocates and (Edge TPU) loads the model."""
+    import numpy as np
+    reference.detect(worker, np.zeros((worker.writer.height, worker.writer.width, 3), np.uint8))
