@@ -239,6 +239,12 @@ def export_bundle(model, cfg, state, examples, out, force=False, max_drop=0.02, 
         try:
             paths = convert_all(model, cfg, calibration, staged, _is_qat(state), log)
         except convert_tflite.ConversionCheckError as e:
+            with open(os.path.join(staged, "model_int8.tflite"), "rb") as f:
+                quant = convert_tflite.quantization_params(f.read())
+            bundle_writer.write_json_atomic(os.path.join(staged, "report.json"), {
+                "name": os.path.basename(os.path.abspath(out)), "passed": False,
+                "rejected_by": "full-integer check", "error": str(e), "quantization": quant,
+                "expected_input_quantization": list(preprocess.expected_input_quantization())})
             where = bundle_writer.reject(staged, out)
             log("export REJECTED: model_int8.tflite fails a full-integer check: {}\nIt is in {}; run "
                 "`edgedet-train doctor` on it.".format(e, where))
