@@ -220,7 +220,8 @@ def run(args):
     print("mAP {:.4f}  mAP@0.5 {:.4f}  ({} images, {} detections)".format(
         metrics["map"], metrics["map50"], metrics["num_images"], metrics["num_detections"]))
     for row in metrics["per_class"]:
-        print("  {:<12} AP {}".format(cfg.model.labels[row["class_id"]], row["ap"]))
+        ap = "-" if row["ap"] is None else "{:.4f}".format(row["ap"])
+        print("  {:<12} AP {}".format(cfg.model.labels[row["class_id"]], ap))
     if args.json:
         from training.bundle_writer import write_json_atomic
         write_json_atomic(args.json, {k: v for k, v in metrics.items() if k != "pr_curve"})
