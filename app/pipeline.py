@@ -166,6 +166,10 @@ class Pipeline(object):
         self._running.clear()
         self._slots.close()
         self._results.close()
+        for source in self.sources:
+            interrupt = getattr(source, "interrupt", None)
+            if interrupt is not None:
+                interrupt()  # a paced read waiting for its next frame time returns now
 
     def fail(self, code, reason):
         """Stops with a non-zero exit code (first failure wins)."""

@@ -2,7 +2,8 @@
 
 Every source gives BGR uint8 frames through `read()`, which returns `(image, name)`,
 None at the end of a file, or raises `SourceLost` when a live source stops delivering.
-`live` says how the pipeline hands frames on: live sources go through a latest-frame
+Paced sources also have `interrupt()`: the pipeline's stop() calls it so that a read
+waiting for its next frame time returns at once. `live` says how the pipeline hands frames on: live sources go through a latest-frame
 slot (stale frames dropped), files and folders through a blocking hand-off (every frame,
 in order) unless `realtime` was asked for.
 
@@ -21,6 +22,7 @@ import glob
 import logging
 import os
 import re
+import threading
 import time
 
 from app.errors import UserError
@@ -48,13 +50,18 @@ class _Paced(object):
     def __init__(self, fps, first_at_once=True):
         self._period = 1.0 / fps if fps and fps > 0 else 0.0
         self._next = None if first_at_once else time.monotonic() + self._period
+        self._wake = threading.Event()
+
+    def interrupt(self):
+        """Ends the current and every later wait at once (shutdown)."""
+        self._wake.set()
 
     def wait(self):
         if not self._period:
             return
         now = time.monotonic()
         if self._next is not None and self._next > now:
-            time.sleep(self._next - now)
+            self._wake.wait(self._next - now)
             now = self._next
         self._next = now + self._period
 
@@ -78,6 +85,10 @@ class SyntheticSource(object):
         self._pace.wait()
         image, _, _ = self._scene.next_frame()
         return image, self.name
+
+    def interrupt(self):
+        """Wakes a read() waiting for its next frame time (called by the pipeline's stop())."""
+        self._pace.interrupt()
 
     def reopen(self):
         return True
@@ -170,6 +181,10 @@ class CaptureSource(object):
             if ok and image is not None:
                 return image, self.name
         return None
+
+    def interrupt(self):
+        """Wakes a read() waiting for its pacing (a blocked OpenCV read ends by its own timeout)."""
+        self._pace.interrupt()
 
     def close(self):
         if self._cap is not None:
