@@ -34,7 +34,7 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>edgedet</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{margin:0;background:#111;color:#ddd;font:14px sans-serif;display:flex;flex-wrap:wrap}
+body{margin:0;background:#111;color:#ddd;font:14px sans-serif;display:flex;flex-wrap:wrap;align-items:flex-start}
 #live{max-width:100%;height:auto;display:block;background:#000}
 #side{padding:8px 16px;min-width:220px}
 td{padding:1px 8px 1px 0;vertical-align:top}
