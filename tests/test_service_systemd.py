@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from app_support import start_app, stop_app, wait_for
+from app_support import start_app, stop_app
 from tiny_bundle import tiny_bundle  # noqa: F401
 
 WATCHDOG_USEC = 2000000  # 2 s: the app paces pings at a quarter of it (0.5 s)
