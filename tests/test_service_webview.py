@@ -122,10 +122,12 @@ def test_non_loopback_without_credentials_refuses_to_start(tiny_bundle):  # noqa
     assert "is not loopback" in lines[0] and "--http-insecure" in lines[0]
 
 
-def test_http_insecure_serves_without_credentials(tiny_bundle):  # noqa: F811
+def test_http_section_insecure_serves_without_credentials(tiny_bundle, tmp_path):  # noqa: F811
     port = free_port()
-    proc = start_app(["--model", tiny_bundle, "--source", "synthetic:64x64@10", "--runtime", "cpu",
-                      "--threads", "1", "--http", "0.0.0.0:{}".format(port), "--http-insecure"])
+    config = tmp_path / "config.yaml"
+    config.write_text("http:\n  listen: '0.0.0.0:{}'\n  insecure: true\n".format(port))  # the config, no flags
+    proc = start_app(["--config", str(config), "--model", tiny_bundle, "--source", "synthetic:64x64@10",
+                      "--runtime", "cpu", "--threads", "1"])
     try:
         got = wait_for(lambda: _get("http://127.0.0.1:{}/snapshot.jpg".format(port)), 60)
         got = wait_for(lambda: _get("http://127.0.0.1:{}/snapshot.jpg".format(port))[0] == 200, 10) and \
