@@ -62,7 +62,17 @@ def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False):
     train_cfg = training_config.app_config.replace(cfg.train, steps=steps)
     if train_cfg.steps < 1:
         raise UserError("train.steps: expected >= 1, got {}".format(train_cfg.steps))
+    check_train_config(train_cfg)
     return training_config.app_config.replace(cfg, data=data, train=train_cfg)
+
+
+def check_train_config(train_cfg):
+    """Raises UserError for train keys that cannot work together, before anything is written."""
+    schedule.from_config(train_cfg)
+    for key in ("checkpoint_every", "log_every", "batch_size"):
+        if getattr(train_cfg, key) < 1:
+            raise UserError("config: train.{}: expected >= 1, got {}".format(
+                key, getattr(train_cfg, key)))
 
 
 def make_optimizer(train_cfg, start_step=0):
@@ -125,7 +135,9 @@ def make_train_step(model, optimizer, strategy, train_cfg, jit_compile=False):
 
 
 def _all_finite(model):
-    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables)
+    """True when every variable (weights and batch-norm moving statistics) is finite."""
+    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.variables
+               if v.dtype.is_floating)
 
 
 def _try_evaluate(model, cfg, eval_examples):
@@ -271,10 +283,7 @@ def train(cfg, workdir, decoded, cache=False, eval_examples=None, resume=False, 
     Returns:
       The Trainer after the last step.
     """
-    schedule.from_config(cfg.train)  # bad schedule keys fail before the workdir is touched
-    for key in ("checkpoint_every", "log_every", "batch_size"):
-        if getattr(cfg.train, key) < 1:
-            raise UserError("config: train.{}: expected >= 1, got {}".format(key, getattr(cfg.train, key)))
+    check_train_config(cfg.train)
     strategy = strategy or choose_strategy()
     state = run_dir.prepare(workdir, cfg, resume)
     anchors = app_anchors.anchors_from_config(cfg.model)
