@@ -51,6 +51,8 @@ class Bundle:
       "max_detections_per_class"} from model.json, defaults filled in.
     samples: absolute paths of the sample images.
     raw: the model.json dict as read.
+    postprocess_model: absolute path of the optional model ending in
+      TFLite_Detection_PostProcess (model.json "postprocess_model": {"file": ...}), or None.
     """
     path: str
     labels: list
@@ -64,6 +66,7 @@ class Bundle:
     postprocess: dict
     samples: list
     raw: dict
+    postprocess_model: str = None
 
 
 def _get(mapping, dotted, kind, where):
@@ -200,6 +203,14 @@ def _input(data, where):
     return height, width, (float(numbers[0]), float(numbers[1]))
 
 
+def _postprocess_model(bundle_dir, data, where):
+    """Absolute path of the optional TFLite_Detection_PostProcess variant, or None."""
+    if "postprocess_model" not in data:
+        return None
+    key = "postprocess_model.file"
+    return _existing(bundle_dir, _get(data, key, str, where), where, key)
+
+
 def load_bundle(path):
     """Loads and checks a bundle directory.
 
@@ -234,4 +245,5 @@ def load_bundle(path):
                   input_width=width, float_range=float_range, anchors=_anchors(bundle_dir, data, where),
                   box_coder_scales=_box_coder_scales(data, where), score_converter=converter,
                   models=_models(bundle_dir, data, where), postprocess=_postprocess(data, where),
-                  samples=samples, raw=data)
+                  samples=samples, raw=data,
+                  postprocess_model=_postprocess_model(bundle_dir, data, where))

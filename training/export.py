@@ -53,10 +53,6 @@ def run(args):
     max_drop = cfg.export.max_drop if args.max_drop is None else args.max_drop
     if not 0.0 <= max_drop < 1.0:
         raise UserError("--max-drop must be in [0, 1), got {}".format(max_drop))
-    if args.with_postprocess or cfg.export.with_postprocess:
-        # Not built yet (issue 3 section 8); refuse rather than write a bundle without it.
-        raise UserError("--with-postprocess (export.with_postprocess) is not implemented yet; export "
-                        "without it. The app runs the bundle's raw-output models with its own decode/NMS")
     bundle_writer.check_destination(args.out, args.force)
     model, trained_cfg, state = restore_model(args.workdir)
     _check_same_model(cfg, trained_cfg, args.config, args.workdir)
@@ -136,6 +132,17 @@ def _write_samples(folder, examples):
         with open(os.path.join(folder, names[-1]), "wb") as f:
             f.write(ex.encoded)
     return names
+
+
+def _postprocess_variant(model, spec, cfg, calibration, folder, examples, preds_q, log):
+    """model_int8_postprocess.tflite (see training.postprocess_model), measured against preds_q."""
+    from training import postprocess_model
+    pp = cfg.postprocess
+    n = min(len(examples), 50)
+    reference = ([evaluate.decode_image(e) for e in examples[:n]],
+                 [fidelity.live_detections(d, pp.score_threshold, pp.max_detections) for d in preds_q[:n]])
+    return postprocess_model.write_for_bundle(model, spec, len(cfg.model.labels), pp, calibration, folder,
+                                              reference, log)
 
 
 def _model_entries(folder, compiled):
@@ -258,7 +265,7 @@ def export_bundle(model, cfg, state, examples, out, force=False, max_drop=0.02, 
         models = _model_entries(staged, bool(edgetpu["compiler"].get("available")))
         extra = None
         if with_postprocess:
-            raise UserError("with_postprocess is not implemented yet (TFLite_Detection_PostProcess variant)")
+            extra = _postprocess_variant(model, spec, cfg, calibration, staged, examples, preds_q, log)
         np.save(os.path.join(staged, "anchors.npy"), spec.anchors)
         with open(os.path.join(staged, "labels.txt"), "w") as f:
             f.write("".join("{}  {}\n".format(i, name) for i, name in enumerate(cfg.model.labels)))
