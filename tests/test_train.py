@@ -42,6 +42,7 @@ def _kernel(model, name):
     return [w.numpy() for w in model.weights if w.name.startswith(name + "/kernel")][0]
 
 
+@pytest.mark.slow  # two short runs with a float and a QAT trace: 60-160 s on 2 shared cores
 def test_resume_across_qat_boundary_has_fake_quant(tmp_path):
     workdir = str(tmp_path / "run")
     out = io.StringIO()
@@ -76,7 +77,11 @@ def test_quantize_keeps_float_outputs():
     model = build_ssd(cfg.model)
     x = tf.random.uniform((2, 64, 64, 3), -1, 1, seed=3)
     boxes, logits = model(x, training=False)
-    q_boxes, q_logits = trainer.quantize(model)(x, training=False)
+    qat = trainer.quantize(model)
+    q_boxes, q_logits = qat(x, training=False)
+    graph = tf.function(lambda t: qat(t, training=False)).get_concrete_function(
+        tf.TensorSpec([1, 64, 64, 3], tf.float32)).graph
+    assert "FakeQuantWithMinMaxVars" in {op.type for op in graph.get_operations()}
     # Fake quantization moves outputs by about one quantization step, not more.
     assert float(tf.reduce_max(tf.abs(q_logits - logits))) < 0.05
     assert float(tf.reduce_max(tf.abs(q_boxes - boxes))) < 0.05
