@@ -93,16 +93,16 @@ class RandomCropConfig:
 @dataclass(frozen=True)
 class QuantizationConfig:
     enabled: bool = opt(True, "Continue quantization-aware (tfmot) after `delay` float steps.")
-    delay: int = opt(3000, "Float steps before quantization-aware training starts.")
+    delay: int = opt(5000, "Float steps before quantization-aware training starts.")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = opt(8, "Global batch size (split across replicas).")
-    steps: int = opt(4000, "Total training steps, float plus quantization-aware.")
-    learning_rate_base: float = opt(0.04, "Peak learning rate of the cosine schedule.")
+    steps: int = opt(6000, "Total training steps, float plus quantization-aware.")
+    learning_rate_base: float = opt(0.06, "Peak learning rate of the cosine schedule.")
     warmup_learning_rate: float = opt(0.01, "Learning rate at step 0.")
-    warmup_steps: int = opt(200, "Linear warmup steps.")
+    warmup_steps: int = opt(300, "Linear warmup steps.")
     momentum: float = opt(0.9, "Momentum of the SGD optimizer.")
     qat_learning_rate_scale: float = opt(0.1, "Learning rate factor during quantization-aware steps.")
     horizontal_flip: bool = opt(True, "Apply random_horizontal_flip.")
