@@ -84,7 +84,8 @@ def input_size(saved_model_dir):
         raise UserError("{}: signature serving_default has inputs {} and {} outputs; expected one input "
                         "'input' float32 [1, H, W, 3] and the 4 outputs of TFLite_Detection_PostProcess "
                         "(the SavedModel export_tflite_graph_tf2.py writes)".format(
-                            where, {k: "{} {}".format(v.dtype.name, v.shape.as_list()) for k, v in inputs.items()},
+                            where, {k: "{} {}".format(v.dtype.name, v.shape.as_list())
+                                    for k, v in inputs.items()},
                             len(fn.structured_outputs)))
     return int(shape[1]), int(shape[2])
 
@@ -93,7 +94,8 @@ def read_images(folder):
     """RGB uint8 images of a folder (sorted by name); UserError when there are too few."""
     import cv2
     if not os.path.isdir(folder):
-        raise UserError("--images {}: no such folder; pass a folder of images like the deployment".format(folder))
+        raise UserError("--images {}: no such folder; pass a folder of images like the deployment"
+                        .format(folder))
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
     images = []
     for name in names:

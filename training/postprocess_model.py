@@ -27,6 +27,10 @@ from app import box_coder, preprocess
 # (per_class_nms). Fast NMS (False, one class per box, class-agnostic suppression, the
 # OD API default) drops a second class proposed on the same object, which the app keeps:
 # on the demo bundle that cut agreement with the bundle's own decode to 0.79.
+# Caution, measured with ai_edge_litert 2.3.0: the op's regular NMS run with num_threads=2
+# drops the last class on this 3-class model (1, 3, 4 and 8 threads are fine, and so was
+# fast NMS at every count tried): the classes seem to be split across threads by integer
+# division. Run such a model with one thread, or with a count that divides num_classes.
 NmsSettings = collections.namedtuple(
     "NmsSettings", "max_detections score_threshold iou_threshold detections_per_class use_regular_nms")
 NmsSettings.__new__.__defaults__ = (True,)
@@ -49,7 +53,8 @@ def implements_signature(num_classes, nms, box_coder_scales=box_coder.DEFAULT_SC
                          "got {}".format(nms))
     y, x, h, w = (float(s) for s in box_coder_scales)
     attrs = [("max_detections", "i", int(nms.max_detections)), ("max_classes_per_detection", "i", 1),
-             ("detections_per_class", "i", int(nms.detections_per_class)), ("use_regular_nms", "b", "true" if nms.use_regular_nms else "false"),
+             ("detections_per_class", "i", int(nms.detections_per_class)),
+             ("use_regular_nms", "b", "true" if nms.use_regular_nms else "false"),
              ("nms_score_threshold", "f", float(nms.score_threshold)),
              ("nms_iou_threshold", "f", float(nms.iou_threshold)),
              ("y_scale", "f", y), ("x_scale", "f", x), ("h_scale", "f", h), ("w_scale", "f", w),
