@@ -149,10 +149,19 @@ class DelegateError(Exception):
         self.failure_class = failure_class
 
 
+DETECTION_POSTPROCESS_OP = b"TFLite_Detection_PostProcess"
+
+
 def is_compiled(model_path):
     """True if a .tflite file was compiled by edgetpu_compiler (holds an edgetpu-custom-op)."""
     with open(model_path, "rb") as f:
         return EDGETPU_OP in f.read()
+
+
+def has_detection_postprocess(model_path):
+    """True if a .tflite file holds the TFLite_Detection_PostProcess custom op (a foreign SSD)."""
+    with open(model_path, "rb") as f:
+        return DETECTION_POSTPROCESS_OP in f.read()
 
 
 def cpu_twin(model_path):

@@ -57,13 +57,10 @@ def raw_pixel_int8(folder):
             rgb = cv2.resize(image[..., ::-1], (tb.WIDTH, tb.HEIGHT)).astype(np.float32)
             yield [rgb[None]]  # float32 0..255: NOT app.preprocess
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    return converter.convert()
+    # edgedet's converter settings are the user's (Optimize.DEFAULT, TFLITE_BUILTINS_INT8, uint8 in
+    # and out); only the representative data differs.
+    from training.convert_tflite import to_int8_tflite
+    return to_int8_tflite(saved, representative)
 
 
 def build_reference_bundles(tiny, root):

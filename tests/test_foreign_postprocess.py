@@ -136,3 +136,21 @@ def test_mapping_uses_the_signature_not_the_output_order(models):
     np.testing.assert_array_equal(by_index[sig["detection_classes"]][0], classes.astype(np.float32))
     det = decode_postprocess_outputs(details, arrays, sig)
     assert det.class_ids.tolist() == classes.tolist()
+
+
+def test_foreign_models_run_on_one_thread_unless_told(models, tmp_path):
+    """A model ending in TFLite_Detection_PostProcess gets 1 CPU thread by default (its regular NMS
+    drops classes on some thread counts); an explicit thread count is kept; bundles are untouched."""
+    from app import runtime
+    from app.config import AppConfig
+    from app.workers import foreign_threads
+    from conftest import ROOT
+
+    path = tmp_path / "foreign.tflite"
+    path.write_bytes(models["uint8"])
+    demo_int8 = str(ROOT / "models" / "demo" / "model_int8.tflite")
+    assert runtime.has_detection_postprocess(str(path))
+    assert not runtime.has_detection_postprocess(demo_int8)
+    assert foreign_threads(AppConfig(model=str(path))) == 1
+    assert foreign_threads(AppConfig(model=str(path), num_threads=3)) == 3
+    assert foreign_threads(AppConfig(model=demo_int8)) == 0
