@@ -132,7 +132,8 @@ def diagnose(pair, images):
     if interval is not None and not inputs.matches_range(interval[:2], float_range):
         confirmation = confirm_input_interval(pair, images, float_range, float_out, quant_out)
     found += inputs.input_findings(pair.quant_model, float_range, confirmation)
-    tpu_findings, preflight_report = edgetpu.edgetpu_findings(pair.quant_path)
+    tpu_findings, preflight_report = edgetpu.edgetpu_findings(pair.quant_path,
+                                                                 pair.quant_model.interp)
     found += tpu_findings
     found += outputs.output_saturation(quant_out, float_out, pair.output_pairs)
     found += _detection_findings(pair, float_out, quant_out)

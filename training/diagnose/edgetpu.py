@@ -5,19 +5,51 @@ mapping the model (errors); edgetpu_partition says how much of it would run on t
 CPU (a warning: it works, slower).
 """
 
+import numpy as np
+
 from training.diagnose.findings import finding
 from training.edgetpu import preflight
+
+# The CPU post-processing tail of an OD-API-style model: the converter dequantizes the heads
+# into the float TFLite_Detection_PostProcess op (and re-quantizes its outputs when asked for
+# integer outputs). Every Coral SSD runs that op on the CPU by design: not a conversion error.
+POSTPROCESS_TAIL_OPS = ("DEQUANTIZE", "QUANTIZE", "TFLite_Detection_PostProcess")
 
 
 def _problem(report, words):
     return next((p for p in report["problems"] if all(w in p for w in words)), None)
 
 
-def edgetpu_findings(quant_path):
-    """Findings from `preflight.preflight(quant_path)`; returns (findings, report)."""
+def float_ops_outside_postprocess(interp, ops_total):
+    """Names of ops touching float activations, other than the post-processing tail.
+
+    Args:
+      interp: an allocated ai_edge_litert Interpreter of the quantized model.
+      ops_total: number of ops in the model (delegate ops the interpreter appends are ignored).
+    """
+    tensors = {d["index"]: d for d in interp.get_tensor_details()}
+    found = []
+    for op in interp._get_ops_details()[:ops_total]:
+        touched = [tensors.get(int(i)) for i in list(op["inputs"]) + list(op["outputs"]) if int(i) >= 0]
+        if any(t is not None and np.dtype(t["dtype"]).kind == "f" and op["op_name"] not in POSTPROCESS_TAIL_OPS for t in touched):
+            found.append(op["op_name"])
+    return found
+
+
+def edgetpu_findings(quant_path, quant_interp=None):
+    """Findings from `preflight.preflight(quant_path)`; returns (findings, report).
+
+    Args:
+      quant_path: the quantized .tflite.
+      quant_interp: its allocated Interpreter; with it, float tensors that only feed the
+        TFLite_Detection_PostProcess tail are not reported as float_ops_remaining.
+    """
     report = preflight.preflight(quant_path)
     findings = []
     floats = _problem(report, ("float tensor",))
+    if floats and quant_interp is not None and \
+            not float_ops_outside_postprocess(quant_interp, report["ops_total"]):
+        floats = None  # only the post-processing tail is float: it runs on the CPU by design
     if floats:
         findings.append(finding(
             "float_ops_remaining", "error", "float ops remain in the quantized model", floats + ".",

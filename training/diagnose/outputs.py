@@ -26,7 +26,8 @@ def output_saturation(quant_outputs, float_outputs, pairs):
       pairs: [(float name, quant name)].
 
     Returns:
-      list with at most one finding (the worst output), severity by the share stuck.
+      list with at most one finding (the worst output), severity by the share clipped:
+      min(share of codes at a limit, share of float values beyond the representable range).
     """
     worst = None
     for f_name, q_name in pairs:
@@ -40,13 +41,16 @@ def output_saturation(quant_outputs, float_outputs, pairs):
         real_lo, real_hi = (lo - zero) * scale, (hi - zero) * scale
         fv = np.concatenate([dequantized(o).ravel() for o in float_outputs[f_name]])
         beyond = float(np.mean((fv < real_lo) | (fv > real_hi)))
-        if worst is None or share > worst[1]:
-            worst = (q_name, share, beyond, (real_lo, real_hi), (float(fv.min()), float(fv.max())))
-    if worst is None or worst[1] < SATURATION_WARN:
+        # Codes at the limits are clipping only where the float values go past them: a class-id
+        # output of a 3-class model sits at codes 0 and 255 for classes 0 and 2, legitimately.
+        clipped = min(share, beyond)
+        if worst is None or clipped > worst[0]:
+            worst = (clipped, q_name, share, beyond, (real_lo, real_hi), (float(fv.min()), float(fv.max())))
+    if worst is None or worst[0] < SATURATION_WARN:
         return []
-    name, share, beyond, (real_lo, real_hi), (f_lo, f_hi) = worst
+    clipped, name, share, beyond, (real_lo, real_hi), (f_lo, f_hi) = worst
     return [finding(
-        "output_saturation", "error" if share >= SATURATION_ERROR else "warning",
+        "output_saturation", "error" if clipped >= SATURATION_ERROR else "warning",
         "{:.0%} of output '{}' is stuck at the ends of its uint8 range".format(share, name),
         "Output '{}' can represent [{:.4g}, {:.4g}]; {:.1%} of its values are at code min or max. The float "
         "model's values on the same images span [{:.4g}, {:.4g}] ({:.1%} outside the quantized range): "
