@@ -24,6 +24,8 @@ from training.diagnose.runner import dequantized
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 CONFIRM_IMAGES = 4
+REJECTED_IMAGES = 8  # eval images the doctor runs on when export rejects a bundle
+DOCTOR_JSON, DOCTOR_TEXT = "doctor.json", "doctor.txt"
 
 
 def load_images(folder, limit):
@@ -135,7 +137,8 @@ def diagnose(pair, images):
     tpu_findings, preflight_report = edgetpu.edgetpu_findings(pair.quant_path,
                                                                  pair.quant_model.interp)
     found += tpu_findings
-    found += outputs.output_saturation(quant_out, float_out, pair.output_pairs)
+    logits = [raw_output_names(pair)["class_logits"][1]] if pair.kind == "raw_ssd" else []
+    found += outputs.output_saturation(quant_out, float_out, pair.output_pairs, logits)
     found += _detection_findings(pair, float_out, quant_out)
     found += layers.layer_error_blowup(layers.relative_errors(pair, images[0], float_range))
     report = {"float": str(pair.float_label), "quant": str(pair.quant_path), "kind": pair.kind,
@@ -149,6 +152,37 @@ def context_lines(report):
                 report["float"], report["quant"], report["kind"], report["images"]),
             "float model fed [{:g}, {:g}]: {}".format(report["float_range"][0], report["float_range"][1],
                                                       report["float_range_source"])]
+
+
+def _write_text_atomic(path, text):
+    temp = path + ".tmp"
+    with open(temp, "w") as f:
+        f.write(text)
+    os.replace(temp, path)
+
+
+def write_for_bundle(bundle_dir, images_rgb):
+    """Diagnoses a bundle's float/int8 pair; writes doctor.json and doctor.txt into it.
+
+    Export calls this on a bundle the fidelity gate rejected, so report.html can say why.
+
+    Args:
+      bundle_dir: folder with model.json, model_float.tflite and model_int8.tflite.
+      images_rgb: non-empty list of RGB uint8 [H, W, 3] eval images (REJECTED_IMAGES is plenty).
+
+    Returns:
+      {"headline": str, "json": DOCTOR_JSON, "text": DOCTOR_TEXT, "has_error": bool}.
+    """
+    if not images_rgb:
+        raise ValueError("images_rgb must hold at least one image, got none")
+    from training.bundle_writer import write_json_atomic
+    ranked, report = diagnose(load_pair(bundle_dir, None), images_rgb)
+    line = findings.headline(ranked)
+    write_json_atomic(os.path.join(bundle_dir, DOCTOR_JSON), dict({"findings": ranked, "headline": line},
+                                                                  **report))
+    _write_text_atomic(os.path.join(bundle_dir, DOCTOR_TEXT),
+                       findings.format_text(ranked, context_lines(report)) + "\n")
+    return {"headline": line, "json": DOCTOR_JSON, "text": DOCTOR_TEXT, "has_error": findings.has_error(ranked)}
 
 
 def add_arguments(parser):

@@ -27,7 +27,8 @@ Decoded.__doc__ = """Per-image detections and anchor-matched boxes of both model
 
 float_dets, quant_dets: lists of Detections. float_boxes, quant_boxes: float32 [M, 4] normalized
 (ymin, xmin, ymax, xmax), row i of both is the same anchor / matched detection.
-float_top, quant_top: each model's top scores (for score_collapse).
+float_top, quant_top: float32 [M] scores of both models on the same M anchors / matched
+detections as the boxes (for score_collapse).
 """
 
 
@@ -72,8 +73,8 @@ def decode_raw(spec, names, float_outputs, quant_outputs):
         result.quant_dets.append(q_dets)
         result.float_boxes.append(box_coder.decode(f_codes[top], spec.anchors[top], spec.box_coder_scales))
         result.quant_boxes.append(box_coder.decode(q_codes[top], spec.anchors[top], spec.box_coder_scales))
-        result.float_top.append(np.sort(f_scores)[::-1][:TOP_ANCHORS])
-        result.quant_top.append(np.sort(q_scores)[::-1][:TOP_ANCHORS])
+        result.float_top.append(f_scores[top])
+        result.quant_top.append(q_scores[top])
     return _stacked(result)
 
 
@@ -102,8 +103,8 @@ def decode_postprocess(pair, float_outputs, quant_outputs):
         rows, cols = _greedy_pairs(f.boxes[:TOP_ANCHORS], q.boxes[:TOP_ANCHORS])
         result.float_boxes.append(f.boxes[rows])
         result.quant_boxes.append(q.boxes[cols])
-        result.float_top.append(f.scores[:TOP_ANCHORS])
-        result.quant_top.append(q.scores[:TOP_ANCHORS])
+        result.float_top.append(f.scores[rows])
+        result.quant_top.append(q.scores[cols])
     return _stacked(result)
 
 
