@@ -190,13 +190,33 @@ def _is_qat(state):
     return bool(state.get("quantization_aware") or state.get("phase") == "qat")
 
 
-def _write_reports(folder, name, meta, fid, cfg, examples, preds_f, preds_q, quant):
-    """report.json (every figure) and report.html (pictures, curves, tables)."""
+def _run_doctor(folder, examples, log):
+    """`edgedet-train doctor` on a rejected bundle: doctor.json/.txt beside report.html.
+
+    Returns the report's "doctor" entry; a doctor failure is reported there, not raised:
+    the bundle is rejected either way and the user still needs report.html.
+    """
+    from training import doctor
+    images = [evaluate.decode_image(e) for e in examples[:doctor.REJECTED_IMAGES]]
+    try:
+        entry = doctor.write_for_bundle(folder, images)
+    except Exception as e:  # the diagnosis is an aid; the rejection stands without it
+        log("note: the doctor could not diagnose the rejected bundle: {}".format(e))
+        return {"error": "{}: {}".format(type(e).__name__, e)}
+    log(entry["headline"])
+    return entry
+
+
+def _write_reports(folder, name, meta, fid, cfg, examples, preds_f, preds_q, quant, doctor=None):
+    """report.json (every figure) and report.html (pictures, curves, tables; the doctor's
+    headline and a link to doctor.json when `doctor` is given)."""
     rep = {"name": name, "created": meta["source"]["created"],
            "quantization_aware": meta["training"]["quantization_aware"], "fidelity": fid,
            "quantization": quant,
            "expected_input_quantization": list(preprocess.expected_input_quantization(preprocess.INPUT_RANGE)),
            "edgetpu": meta["edgetpu"], "models": meta["models"]}
+    if doctor is not None:
+        rep["doctor"] = doctor
     bundle_writer.write_json_atomic(os.path.join(folder, "report.json"), rep)
     pp = cfg.postprocess
     live = [fidelity.live_detections(d, pp.score_threshold, pp.max_detections)
@@ -274,8 +294,9 @@ def export_bundle(model, cfg, state, examples, out, force=False, max_drop=0.02, 
             meta["postprocess_model"] = extra  # not under "models": the app reads it as a foreign model
         quant = convert_tflite.quantization_params(open(paths["model_int8.tflite"], "rb").read())
         name = os.path.basename(os.path.abspath(out))
-        _write_reports(staged, name, meta, fid, cfg, examples, preds_f, preds_q, quant)
         bundle_writer.write_json_atomic(os.path.join(staged, "model.json"), meta)
+        doctor = None if fid["passed"] else _run_doctor(staged, examples, log)
+        _write_reports(staged, name, meta, fid, cfg, examples, preds_f, preds_q, quant, doctor)
         return _finish(staged, out, force, fid, log)
     except BaseException:
         bundle_writer.discard(staged)

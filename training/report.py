@@ -122,11 +122,24 @@ STYLE = ("body{font-family:sans-serif;margin:16px;max-width:1200px}table{border-
          ".ok{color:#080}.bad{color:#b00}.warn{color:#a60}svg{margin-right:8px}")
 
 
+def _doctor_section(doctor):
+    """The rejected bundle's diagnosis: the doctor's headline and links to its files."""
+    if not doctor:
+        return ""
+    if "error" in doctor:
+        return "<h2>Why (edgedet-train doctor)</h2><p class='warn'>the doctor failed: {}</p>".format(
+            _esc(doctor["error"]))
+    return ("<h2>Why (edgedet-train doctor)</h2><p class='{cls}'>{line}</p><p>every finding with its "
+            "evidence and fix: <a href='{json}'>{json}</a> (readable: <a href='{text}'>{text}</a>)</p>"
+            .format(cls="bad" if doctor["has_error"] else "warn", line=_esc(doctor["headline"]),
+                    json=_esc(doctor["json"]), text=_esc(doctor["text"])))
+
+
 def render_html(report, labels, images_rgb, float_dets, int8_dets):
     """The whole page as a string.
 
     Args:
-      report: the report.json dict (fidelity, quantization, edgetpu, name).
+      report: the report.json dict (fidelity, quantization, edgetpu, name; optional doctor).
       labels: class names.
       images_rgb: 6-8 eval images, RGB uint8.
       float_dets, int8_dets: live-threshold Detections for those images.
@@ -142,13 +155,14 @@ def render_html(report, labels, images_rgb, float_dets, int8_dets):
             svgs.append(pr_curve_svg(name, curves["float"]["recall"], curves["float"]["precision"][k],
                                      curves["int8"]["precision"][k]))
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgedet export {name}</title>"
-            "<style>{style}</style></head><body><h1>edgedet export: {name}</h1>{verdict}"
+            "<style>{style}</style></head><body><h1>edgedet export: {name}</h1>{verdict}{doctor}"
             "<p>{n} eval images; gate: int8 mAP &ge; (1 - {drop}) &times; float mAP, agreement &ge; {agree}; "
             "created {created}; quantization-aware: {qat}</p><h2>Float vs int8</h2>{metrics}"
             "<h2>Detections (left float, right int8; live thresholds)</h2>{pairs}"
             "<h2>Precision-recall at IoU 0.5 (blue float, orange int8)</h2>{svgs}"
             "<h2>Quantization (model_int8.tflite)</h2>{quant}<h2>Edge TPU</h2>{edgetpu}</body></html>"
             .format(name=_esc(report["name"]), style=STYLE, verdict=verdict, n=fid["num_images"],
+                    doctor=_doctor_section(report.get("doctor")),
                     drop=fid["max_drop"], agree=fid["min_agreement"], created=_esc(report["created"]),
                     qat=report["quantization_aware"], metrics=_metrics_table(fid, labels),
                     pairs=side_by_side(images_rgb, float_dets, int8_dets, labels), svgs="".join(svgs),
