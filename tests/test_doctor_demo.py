@@ -36,13 +36,15 @@ def demo_files(tmp_path_factory):
     files = {"float": str(folder / "float.tflite"), "grey": str(folder / "grey.tflite"),
              "images": str(folder / "images")}
     contents = {"float": convert_tflite.to_float_tflite(SAVED_MODEL),
-                "grey": convert_tflite.to_int8_tflite(SAVED_MODEL, convert_tflite.calibration_inputs(grey, H, W))}
+                "grey": convert_tflite.to_int8_tflite(SAVED_MODEL,
+                                                      convert_tflite.calibration_inputs(grey, H, W))}
     for key, content in contents.items():
         with open(files[key], "wb") as f:
             f.write(content)
     os.makedirs(files["images"])
     for i, example in enumerate(synthetic_examples(8, 240, 280, seed=11, max_objects=6)):
-        cv2.imwrite(os.path.join(files["images"], "{}.png".format(i)), evaluate.decode_image(example)[:, :, ::-1])
+        rgb = evaluate.decode_image(example)
+        cv2.imwrite(os.path.join(files["images"], "{}.png".format(i)), rgb[:, :, ::-1])
     return files
 
 
@@ -77,7 +79,7 @@ def test_blank_calibration_saturates_logits_and_collapses_scores(demo_files):
 
 
 def test_users_raw_calibration_of_the_demo_names_the_input_range(demo_files, tmp_path):
-    from training import convert_tflite, evaluate
+    from training import evaluate
     from test_user_failure import convert_like_the_user
     images = [evaluate.decode_image(e) for e in synthetic_examples(16, 240, 280, seed=3, max_objects=6)]
     user = str(tmp_path / "user.tflite")

@@ -51,7 +51,8 @@ def uint8_output_pair(tmp_path_factory):
     rep = convert_tflite.calibration_inputs(images, bundle.input_height, bundle.input_width, bundle.float_range)
     files = {"float": str(folder / "float.tflite"), "quant": str(folder / "quant.tflite"),
              "images": str(folder / "images")}
-    for key, content in (("float", postprocess_model.convert(saved)), ("quant", _convert_uint8_outputs(saved, rep))):
+    contents = {"float": postprocess_model.convert(saved), "quant": _convert_uint8_outputs(saved, rep)}
+    for key, content in contents.items():
         with open(files[key], "wb") as f:
             f.write(content)
     os.makedirs(files["images"])
@@ -89,8 +90,8 @@ def test_uint8_class_output_is_named_with_the_fix(uint8_output_pair):
     interp, detail = _class_output(uint8_output_pair["quant"])
     scale, zero = detail["quantization"]
     values = []
+    from app import preprocess
     for rgb in images:
-        from app import preprocess
         interp.set_tensor(interp.get_input_details()[0]["index"],
                           preprocess.resize_to_input(rgb, *pair.quant_model.input_size())[None])
         interp.invoke()

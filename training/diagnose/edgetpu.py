@@ -31,7 +31,8 @@ def float_ops_outside_postprocess(interp, ops_total):
     found = []
     for op in interp._get_ops_details()[:ops_total]:
         touched = [tensors.get(int(i)) for i in list(op["inputs"]) + list(op["outputs"]) if int(i) >= 0]
-        if any(t is not None and np.dtype(t["dtype"]).kind == "f" and op["op_name"] not in POSTPROCESS_TAIL_OPS for t in touched):
+        if op["op_name"] not in POSTPROCESS_TAIL_OPS and \
+                any(t is not None and np.dtype(t["dtype"]).kind == "f" for t in touched):
             found.append(op["op_name"])
     return found
 

@@ -122,7 +122,8 @@ def score_collapse(float_scores, quant_scores, logit_quantization=None):
               "[{}, {}] against {:.0%} of the float ones: the quantized logits of real objects sit at "
               "about 0 (clipped or too coarse), so sigmoid gives ~0.5 whatever the object."
               .format(int(confident.sum()), CONFIDENT, share_q, MID_SCORE[0], MID_SCORE[1], share_f))
-    evidence = {"quant_mid_share": share_q, "float_mid_share": share_f, "confident_anchors": int(confident.sum())}
+    evidence = {"quant_mid_share": share_q, "float_mid_share": share_f,
+                "confident_anchors": int(confident.sum())}
     if logit_quantization is not None:
         scale, zero = logit_quantization
         detail += (" The logits output has scale {:.4g} (zero point {}): one code step is {:.3g} logits, "
