@@ -86,20 +86,25 @@ def _pin_input_range(x, input_range):
     return x
 
 
-def to_int8_tflite(saved_model_dir, representative_dataset):
+def to_int8_tflite(saved_model_dir, representative_dataset, float_outputs=False,
+                   allow_custom_ops=False):
     """Full-integer TFLite: uint8 input and outputs, TFLITE_BUILTINS_INT8 only; returns bytes.
 
     Args:
       saved_model_dir: batch-1 SavedModel (a QAT one carries its learned ranges).
       representative_dataset: zero-argument callable yielding [float32 model input] lists.
+      float_outputs: float32 outputs instead of uint8 (for a TFLite_Detection_PostProcess tail,
+        which computes in float).
+      allow_custom_ops: keep custom ops such as TFLite_Detection_PostProcess.
     """
     import tensorflow as tf
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    converter.allow_custom_ops = allow_custom_ops
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
+    converter.inference_output_type = tf.float32 if float_outputs else tf.uint8
     return converter.convert()
 
 

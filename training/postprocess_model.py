@@ -150,15 +150,13 @@ def convert(saved_model_dir, representative_dataset=None):
         float range. With it: uint8 input, int8 body, float32 post-processing outputs (the
         op computes in float and the anchors stay float). Without it: a float model.
     """
+    if representative_dataset is not None:
+        from training.convert_tflite import to_int8_tflite
+        return to_int8_tflite(saved_model_dir, representative_dataset, float_outputs=True,
+                              allow_custom_ops=True)
     import tensorflow as tf
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     converter.allow_custom_ops = True
-    if representative_dataset is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.float32
     return converter.convert()
 
 
