@@ -83,8 +83,7 @@ class SyntheticSource(object):
 
     def read(self):
         self._pace.wait()
-        image, _, _ = self._scene.next_frame()
-        return image, self.name
+        return self._scene.next_image(), self.name
 
     def interrupt(self):
         """Wakes a read() waiting for its next frame time (called by the pipeline's stop())."""

@@ -90,15 +90,17 @@ def _shape_mask(points, height, width):
 
 
 def _paint(image, y0, x0, mask, shape):
-    """Fills `mask` in `image` with the shape's colour times its linear shading ramp."""
-    h, w = mask.shape
+    """Fills `mask` in `image` with the shape's colour times its linear shading ramp.
+
+    Only the masked pixels are computed (circles fill ~80% of their box, triangles ~45%).
+    """
     dy, dx, gain = shape.shade
-    ys = (np.arange(h, dtype=np.float32) + y0 - shape.cy)[:, None]
-    xs = (np.arange(w, dtype=np.float32) + x0 - shape.cx)[None, :]
+    rows, cols = np.nonzero(mask)
+    ys = (np.arange(mask.shape[0], dtype=np.float32) + y0 - shape.cy)[rows]
+    xs = (np.arange(mask.shape[1], dtype=np.float32) + x0 - shape.cx)[cols]
     ramp = 1.0 + gain * (ys * dy + xs * dx) / max(shape.size, 1.0)
-    patch = ramp[..., None] * np.asarray(shape.colour, np.float32)
-    region = image[y0:y0 + h, x0:x0 + w]
-    region[mask] = np.clip(patch[mask], 0, 255).astype(np.uint8)
+    patch = ramp[:, None] * np.asarray(shape.colour, np.float32)
+    image[rows + y0, cols + x0] = np.clip(patch, 0, 255).astype(np.uint8)
 
 
 def compose(image, shapes):
@@ -115,8 +117,18 @@ def compose(image, shapes):
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError("expected a uint8 [H, W, 3] image, got {} {}".format(image.dtype, image.shape))
+    owner = np.full(image.shape[:2], -1, np.int16)  # index of the shape on top of each pixel
+    areas = _paint_shapes(image, shapes, owner)
+    return _visible_boxes(owner, shapes, areas)
+
+
+def _paint_shapes(image, shapes, owner=None):
+    """Paints shapes in order; records each pixel's top shape index in `owner` if given.
+
+    Returns:
+      list of the shapes' polygon areas (unclipped), in painting order.
+    """
     height, width = image.shape[:2]
-    owner = np.full((height, width), -1, np.int16)  # index of the shape on top of each pixel
     areas = []
     for index, shape in enumerate(shapes):
         points = shape_polygon(shape)
@@ -125,8 +137,9 @@ def compose(image, shapes):
         if mask is None:
             continue
         _paint(image, y0, x0, mask, shape)
-        owner[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask] = index
-    return _visible_boxes(owner, shapes, areas)
+        if owner is not None:
+            owner[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask] = index
+    return areas
 
 
 def _visible_boxes(owner, shapes, areas):
@@ -374,6 +387,15 @@ class MovingScene(object):
         self._step()
         self.frame_index += 1
         return image, boxes, class_ids
+
+    def next_image(self):
+        """The next frame alone (uint8 [height, width, 3] BGR), as `next_frame` paints it but
+        without working out the boxes: what a camera delivers, at about half the cost."""
+        image = self._background.copy()
+        _paint_shapes(image, self._shapes)
+        self._step()
+        self.frame_index += 1
+        return image
 
     def _step(self):
         for i, (shape, (vy, vx, spin)) in enumerate(zip(self._shapes, self._motion)):

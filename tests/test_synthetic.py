@@ -113,3 +113,13 @@ def test_moving_scene_moves_smoothly_and_bounces_inside():
     # 300 frames at >= 1 px/frame cross the frame, so only bouncing keeps all three in view.
     assert travelled > 1.0 and full_frames > 200
     assert scene.frame_index == 300
+
+
+def test_moving_scene_next_image_paints_what_next_frame_paints():
+    # The camera path skips the box bookkeeping; the pixels must not change.
+    with_boxes = synthetic.MovingScene(320, 240, seed=3)
+    camera = synthetic.MovingScene(320, 240, seed=3)
+    for _ in range(20):
+        expected, _, _ = with_boxes.next_frame()
+        np.testing.assert_array_equal(camera.next_image(), expected)
+    assert camera.frame_index == with_boxes.frame_index == 20
