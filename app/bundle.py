@@ -48,7 +48,7 @@ class Bundle:
     score_converter: "sigmoid" | "softmax".
     models: {"float" | "int8" | "edgetpu": ModelFile}; only the kinds present.
     postprocess: {"score_threshold", "iou_threshold", "max_detections",
-      "max_detections_per_class"} from model.json, defaults filled in.
+      "max_detections_per_class", "class_agnostic_nms"} from model.json, defaults filled in.
     samples: absolute paths of the sample images.
     raw: the model.json dict as read.
     postprocess_model: absolute path of the optional model ending in
@@ -183,7 +183,7 @@ def _box_coder_scales(data, where):
 def _postprocess(data, where):
     defaults = PostprocessConfig()
     kinds = {"score_threshold": (int, float), "iou_threshold": (int, float),
-             "max_detections": int, "max_detections_per_class": int}
+             "max_detections": int, "max_detections_per_class": int, "class_agnostic_nms": bool}
     section = data.get("postprocess") or {}
     result = {}
     for key, kind in kinds.items():

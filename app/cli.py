@@ -26,7 +26,8 @@ from app.sources import open_source
 from app.stats import Stats
 
 log = logging.getLogger("edgedet")
-THRESHOLD_KEYS = ("score_threshold", "iou_threshold", "max_detections", "max_detections_per_class")
+THRESHOLD_KEYS = ("score_threshold", "iou_threshold", "max_detections", "max_detections_per_class",
+                  "class_agnostic_nms")
 
 
 def _add_run_arguments(p):
@@ -48,6 +49,10 @@ def _add_run_arguments(p):
     p.add_argument("--score-threshold", type=float)
     p.add_argument("--iou-threshold", type=float)
     p.add_argument("--max-detections", type=int)
+    p.add_argument("--class-agnostic-nms", dest="class_agnostic_nms", action="store_true", default=None,
+                   help="NMS across classes too: one label per object")
+    p.add_argument("--per-class-nms", dest="class_agnostic_nms", action="store_false",
+                   help="NMS within each class only (the OD API default)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--reference", dest="reference", action="store_true", default=None,
                    help="check the live model against the bundle's float model (the default)")
@@ -82,7 +87,8 @@ def resolve_settings(args):
     set_in_yaml = (config.read_yaml(args.config).get("postprocess") or {}) if args.config else {}
     overrides = {k: getattr(cfg.postprocess, k) for k in THRESHOLD_KEYS if k in set_in_yaml}
     for key, value in (("score_threshold", args.score_threshold), ("iou_threshold", args.iou_threshold),
-                       ("max_detections", args.max_detections)):
+                       ("max_detections", args.max_detections),
+                       ("class_agnostic_nms", args.class_agnostic_nms)):
         if value is not None:
             overrides[key] = value
     overrides["class_score_thresholds"] = cfg.postprocess.class_score_thresholds or {}

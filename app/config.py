@@ -32,6 +32,8 @@ class PostprocessConfig:
     iou_threshold: float = opt(0.6, "IoU above which per-class NMS suppresses a box.")
     max_detections: int = opt(15, "Most detections kept per frame, after NMS.")
     max_detections_per_class: int = opt(10, "Most detections kept per class, after NMS.")
+    class_agnostic_nms: bool = opt(
+        False, "NMS across classes too, so one object keeps one label (OD API use_class_agnostic_nms).")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""Greedy non-maximum suppression in numpy: single-class and per-class.
+"""Greedy non-maximum suppression in numpy: single-class, per-class and class-agnostic.
 
 Boxes are normalized [ymin, xmin, ymax, xmax] (any consistent units work). A box
 is suppressed when its IoU with an already kept box is strictly greater than
 `iou_threshold`, as in `tf.image.non_max_suppression`. Ties in score keep the
 lower index first (stable sort), so results are deterministic.
 """
+
+import collections
 
 import numpy as np
 
@@ -74,7 +76,7 @@ def nms(boxes, scores, iou_threshold, max_output):
     return np.array(keep, dtype=np.int64)
 
 
-def per_class_nms(boxes, scores, class_ids, iou_threshold, max_per_class, max_total):
+def per_class_nms(boxes, scores, class_ids, iou_threshold, max_per_class, max_total, class_agnostic=False):
     """NMS run separately for each class, then merged and capped.
 
     Args:
@@ -84,6 +86,9 @@ def per_class_nms(boxes, scores, class_ids, iou_threshold, max_per_class, max_to
       iou_threshold: IoU in [0, 1] above which a lower-scored box of the same class is dropped.
       max_per_class: most boxes kept per class, >= 0.
       max_total: most boxes kept overall, >= 0.
+      class_agnostic: suppress across classes too (the OD API's use_class_agnostic_nms): a box
+        drops any lower-scored box it overlaps, whatever its class, so an object seen as two
+        classes keeps only the likelier one. `max_per_class` still caps each class.
 
     Returns:
       int64 [M] indices into `boxes`, M <= max_total, by descending score.
@@ -93,6 +98,15 @@ def per_class_nms(boxes, scores, class_ids, iou_threshold, max_per_class, max_to
     if class_ids.shape != scores.shape:
         raise ValueError("class_ids must be [{}], got shape {}".format(len(scores), class_ids.shape))
     _check_limits(iou_threshold, max_per_class=max_per_class, max_total=max_total)
+    if class_agnostic:
+        survivors = nms(boxes, scores, iou_threshold, len(scores))  # by descending score
+        counts = collections.Counter()
+        kept = []
+        for index in survivors:
+            if counts[class_ids[index]] < max_per_class:
+                counts[class_ids[index]] += 1
+                kept.append(index)
+        return np.array(kept[:int(max_total)], dtype=np.int64)
     kept = []
     for cls in np.unique(class_ids):
         members = np.nonzero(class_ids == cls)[0]

@@ -177,8 +177,8 @@ def _check_decode_args(score_converter, score_threshold, iou_threshold, max_dete
 def decode_ssd(box_encodings, class_logits, anchors, box_coder_scales=box_coder.DEFAULT_SCALES,
                score_converter="sigmoid", score_threshold=0.4, iou_threshold=0.6, max_detections=15,
                max_detections_per_class=10, class_score_thresholds=None, box_quantization=None,
-               logit_quantization=None, background_class=False):
-    """Raw SSD head outputs -> Detections (threshold, score, decode, per-class NMS).
+               logit_quantization=None, background_class=False, class_agnostic_nms=False):
+    """Raw SSD head outputs -> Detections (threshold, score, decode, NMS).
 
     Candidates are chosen in the logits' own domain before any float maths: for
     integer logits the score threshold becomes an integer bound, and only the
@@ -193,7 +193,7 @@ def decode_ssd(box_encodings, class_logits, anchors, box_coder_scales=box_coder.
       box_coder_scales: (y, x, height, width) faster_rcnn_box_coder scales.
       score_converter: "sigmoid" (per class) or "softmax" (over each anchor's row).
       score_threshold: minimum score in [0, 1] for classes not in `class_score_thresholds`.
-      iou_threshold: per-class NMS IoU threshold in [0, 1].
+      iou_threshold: NMS IoU threshold in [0, 1].
       max_detections: most detections returned.
       max_detections_per_class: most detections per class.
       class_score_thresholds: optional {class_id (0-based): threshold}.
@@ -201,6 +201,7 @@ def decode_ssd(box_encodings, class_logits, anchors, box_coder_scales=box_coder.
       logit_quantization: (scale, zero_point) if `class_logits` is integer.
       background_class: True if logits column 0 is a background class (softmax
         OD API models); it is never reported and class ids shift down by one.
+      class_agnostic_nms: suppress overlapping boxes across classes too (see nms.per_class_nms).
 
     Returns:
       Detections; boxes normalized (ymin, xmin, ymax, xmax).
@@ -226,7 +227,7 @@ def decode_ssd(box_encodings, class_logits, anchors, box_coder_scales=box_coder.
     decoded = np.clip(decoded, 0.0, 1.0)[inverse]
     class_ids = (cols - (1 if background_class else 0)).astype(np.int32)
     keep = nms.per_class_nms(decoded, scores, class_ids, iou_threshold, max_detections_per_class,
-                             max_detections)
+                             max_detections, class_agnostic=class_agnostic_nms)
     return Detections(decoded[keep], scores[keep], class_ids[keep])
 
 

@@ -65,7 +65,7 @@ def test_loads_a_good_bundle(tmp_path):
     assert b.models["float"].input_quantization is None
     # Missing postprocess keys come from the config defaults.
     assert b.postprocess == {"score_threshold": 0.5, "iou_threshold": 0.6, "max_detections": 15,
-                             "max_detections_per_class": 10}
+                             "max_detections_per_class": 10, "class_agnostic_nms": False}
     assert b.samples == [str(root / "samples" / "0.jpg")]
     assert b.raw["num_anchors"] == len(ANCHORS)
     with pytest.raises(AttributeError):
@@ -111,6 +111,7 @@ def _with(dotted, value):
      r"neither 'float' nor 'int8'"),
     (_with("models.int8.input_quantization", [0, 128]), r"\[scale > 0, zero_point\]"),
     (_with("postprocess", {"max_detections": 1.5}), r"'max_detections' must be int"),
+    (_with("postprocess", {"class_agnostic_nms": "yes"}), r"'class_agnostic_nms' must be bool"),
     (_with("box_coder.y_scale", 0), r"scales must be > 0"),
     (_with("labels", []), r"'labels' must be a non-empty list"),
 ])

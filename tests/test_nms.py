@@ -53,6 +53,20 @@ def test_per_class_nms_does_not_suppress_across_classes():
     assert nms.per_class_nms(boxes, scores, classes, 0.5, 10, 3).tolist() == [4, 0, 2]
 
 
+def test_class_agnostic_nms_suppresses_across_classes():
+    boxes = np.array([A, B, C, D, A], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.95], np.float32)
+    classes = np.array([0, 0, 0, 0, 1])
+    # The class-1 copy of A (0.95) now drops A and B (IoU 1.0 and 0.9); C sits at IoU 0.5 exactly.
+    assert nms.per_class_nms(boxes, scores, classes, 0.5, 10, 10, class_agnostic=True).tolist() == [4, 2, 3]
+    assert nms.per_class_nms(boxes, scores, classes, 0.49, 10, 10, class_agnostic=True).tolist() == [4, 3]
+    # The per-class cap still applies after suppression, then the total cap.
+    assert nms.per_class_nms(boxes, scores, classes, 0.5, 1, 10, class_agnostic=True).tolist() == [4, 2]
+    assert nms.per_class_nms(boxes, scores, classes, 0.5, 10, 2, class_agnostic=True).tolist() == [4, 2]
+    assert nms.per_class_nms(np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,), int), 0.5, 5, 5,
+                             class_agnostic=True).tolist() == []
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda: nms.nms(np.zeros((2, 3)), np.zeros(2), 0.5, 1), r"boxes must be \[K, 4\]"),
     (lambda: nms.nms(np.zeros((2, 4)), np.zeros(3), 0.5, 1), r"scores must be \[2\]"),

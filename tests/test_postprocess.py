@@ -61,6 +61,19 @@ def test_decode_ssd_threshold_is_inclusive_and_nms_applies():
     np.testing.assert_allclose(det.scores, [sigmoid(1), 0.5], atol=1e-6)
 
 
+def test_decode_ssd_class_agnostic_nms_keeps_one_label_per_object():
+    # One anchor scores two classes (0.73 and 0.62): per-class NMS reports both, agnostic one.
+    encodings = np.zeros((2, 4), np.float32)
+    anchors = np.array([[0.5, 0.5, 0.4, 0.4], [0.1, 0.1, 0.1, 0.1]], np.float32)
+    logits = np.array([[1.0, 0.5], [-5.0, 0.0]], np.float32)
+    det = decode_ssd(encodings, logits, anchors, score_threshold=0.45)
+    assert det.class_ids.tolist() == [0, 1, 1]
+    det = decode_ssd(encodings, logits, anchors, score_threshold=0.45, class_agnostic_nms=True)
+    assert det.class_ids.tolist() == [0, 1]
+    np.testing.assert_allclose(det.scores, [sigmoid(1.0), 0.5], atol=1e-6)
+    np.testing.assert_allclose(det.boxes[1], [0.05, 0.05, 0.15, 0.15], atol=1e-6)
+
+
 def test_softmax_hand_computed_with_background():
     # Row probs: [0.6, 0.3, 0.1] and [0.25, 0.25, 0.5].
     logits = np.log(np.array([[6, 3, 1], [1, 1, 2]], np.float32))

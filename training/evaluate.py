@@ -31,9 +31,10 @@ def spec_from_config(cfg):
 
 
 def eval_decode_kwargs(cfg):
-    """decode_ssd thresholds for mAP: the eval score threshold and cap, the app's NMS IoU."""
+    """decode_ssd thresholds for mAP: the eval score threshold and cap, the app's NMS IoU and mode."""
     return dict(score_threshold=cfg.eval.score_threshold, iou_threshold=cfg.postprocess.iou_threshold,
-                max_detections=cfg.eval.max_detections, max_detections_per_class=cfg.eval.max_detections)
+                max_detections=cfg.eval.max_detections, max_detections_per_class=cfg.eval.max_detections,
+                class_agnostic_nms=cfg.postprocess.class_agnostic_nms)
 
 
 def decode_image(example):

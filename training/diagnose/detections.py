@@ -36,7 +36,7 @@ def postprocess_settings(spec):
     """decode_ssd thresholds: the bundle's postprocess section, else the app's defaults."""
     defaults = PostprocessConfig()
     settings = {k: getattr(defaults, k) for k in ("score_threshold", "iou_threshold", "max_detections",
-                                                   "max_detections_per_class")}
+                                                   "max_detections_per_class", "class_agnostic_nms")}
     settings.update(getattr(spec, "postprocess", None) or {})
     return settings
 

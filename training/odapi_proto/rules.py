@@ -136,8 +136,8 @@ RULES = {
         "postprocess.max_detections_per_class"),
     SSD + "post_processing.batch_non_max_suppression.max_total_detections": Key(
         "postprocess.max_detections"),
-    SSD + "post_processing.batch_non_max_suppression.use_class_agnostic_nms": Same(
-        False, "NMS is per class (app/nms.py)"),
+    SSD + "post_processing.batch_non_max_suppression.use_class_agnostic_nms": Key(
+        "postprocess.class_agnostic_nms"),
     SSD + "post_processing.batch_non_max_suppression.max_classes_per_detection": Same(
         1, "each box keeps one class"),
     SSD + "post_processing.batch_non_max_suppression.soft_nms_sigma": Same(0.0, "NMS is hard NMS"),
