@@ -10,6 +10,11 @@
 Prints each fps, the ratios threaded/inference and threaded/sequential, and the host overhead
 per frame (preprocess + decode/NMS + overlay, ms) measured in the sequential loop.
 
+It also prints the CPU-time ceiling of any pipeline on this machine: every frame costs the
+renderer's time, the host overhead and the invoke's CPU time (measured on 1 thread, where
+wall time is CPU time), and the cores can do at most `cores` ms of work per ms. With an
+Edge TPU the invoke costs the CPU next to nothing and the ceiling is the TPU's own rate.
+
     python -m benchmarks.pipeline --model models/demo [--frames 200] [--threads 0]
     python -m benchmarks.pipeline --make-untrained /tmp/bench_bundle   # demo architecture, untrained
 
@@ -51,6 +56,16 @@ def inference_alone(worker, frames):
     for _ in range(frames):
         worker.interpreter.invoke()
     return frames / (time.perf_counter() - start)
+
+
+def render_ms(frames):
+    """Mean ms to render one synthetic 640x480 frame (the camera's own cost)."""
+    source = SyntheticSource(640, 480, 0)
+    source.read()
+    start = time.perf_counter()
+    for _ in range(frames):
+        source.read()
+    return 1000.0 * (time.perf_counter() - start) / frames
 
 
 class _Result(object):
@@ -196,6 +211,11 @@ def main(argv=None):
     thr_fps, snap = threaded(worker, bundle.labels, args.frames)
     replay_fps, _ = threaded(worker, bundle.labels, args.frames, ReplaySource())
     host = seq_ms["preprocess"] + seq_ms["decode"] + seq_ms["overlay"]
+    _, one_thread = _worker(bundle, args.precision, 1)
+    invoke_cpu_ms = 1000.0 / inference_alone(one_thread, args.frames)
+    render = render_ms(args.frames)
+    cores = os.cpu_count() or 1
+    ceiling = 1000.0 * cores / (invoke_cpu_ms + render + host)
     print("inference alone : {:7.1f} fps".format(alone))
     print("sequential loop : {:7.1f} fps  (per frame ms: {})".format(
         seq_fps, ", ".join("{} {:.2f}".format(k, v) for k, v in seq_ms.items())))
@@ -208,6 +228,8 @@ def main(argv=None):
         replay_fps / alone, replay_fps / seq_fps))
     print("host overhead   : {:.2f} ms per 640x480 frame (preprocess {:.2f} + decode/NMS {:.2f} + overlay {:.2f}; "
           "goal <= 2)".format(host, seq_ms["preprocess"], seq_ms["decode"], seq_ms["overlay"]))
+    print("CPU ceiling     : {:7.1f} fps = {} cores / (invoke {:.2f} CPU-ms on 1 thread + render {:.2f} + host {:.2f}); "
+          "ceiling/inference {:.2f}".format(ceiling, cores, invoke_cpu_ms, render, host, ceiling / alone))
     return 0
 
 
