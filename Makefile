@@ -20,7 +20,9 @@ test-all:
 	scripts/test.sh -m "not edgetpu"
 
 # Rebuild models/demo from scratch: synthetic data, float + quantization-aware training, export.
+# runs/demo is the demo's own workdir and starts empty each time (train refuses a used one).
 demo-model: setup
 	$(PY) -m training synth --out data/synth
+	rm -rf runs/demo
 	$(PY) -m training train --config config.yaml --workdir runs/demo --data data/synth
 	$(PY) -m training export --config config.yaml --workdir runs/demo --out models/demo --force
