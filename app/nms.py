@@ -77,7 +77,7 @@ def nms(boxes, scores, iou_threshold, max_output):
 
 
 def per_class_nms(boxes, scores, class_ids, iou_threshold, max_per_class, max_total, class_agnostic=False):
-    """NMS run separately for each class, then merged and capped.
+    """NMS run separately for each class (or across classes), then merged and capped.
 
     Args:
       boxes: float [K, 4] (ymin, xmin, ymax, xmax).
