@@ -123,7 +123,8 @@ def make_train_step(model, optimizer, strategy, train_cfg, jit_compile=False):
 
     @tf.function
     def train_steps(iterator, n):
-        parts = {k: tf.constant(0.0) for k in ("classification", "localization", "regularization")}
+        zero = tf.constant(0.0, keras.backend.floatx())  # float64 in the strategy test
+        parts = {k: zero for k in ("classification", "localization", "regularization")}
         for _ in tf.range(n):
             per_replica = strategy.run(replica_step, args=next(iterator))
             parts = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
