@@ -110,8 +110,12 @@ def test_anchors_from_training_model_config():
     cfg = ModelConfig()
     a = anchors.anchors_from_config(cfg)
     grids = anchors.feature_map_shapes(cfg.input_height, cfg.input_width, cfg.anchors.num_layers)
-    per = anchors.anchors_per_location(cfg.anchors.num_layers, cfg.anchors.aspect_ratios)
+    per = anchors.anchors_per_location(cfg.anchors.num_layers, cfg.anchors.aspect_ratios,
+                                       cfg.anchors.interpolated_scale_aspect_ratio,
+                                       cfg.anchors.reduce_boxes_in_lowest_layer)
     assert len(a) == sum(h * w * k for (h, w), k in zip(grids, per))
+    # The demo default gives the first layer all 6 kinds; the OD API's reduced layer has 3.
+    assert per[0] == 6 and not cfg.anchors.reduce_boxes_in_lowest_layer
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -23,7 +23,8 @@ class AnchorConfig:
     interpolated_scale_aspect_ratio: float = opt(
         1.0, "Aspect ratio of the extra anchor at sqrt(scale*next_scale); 0 disables it.")
     reduce_boxes_in_lowest_layer: bool = opt(
-        True, "First layer uses 3 fixed boxes (0.1 at 1:1, scale at 2:1 and 1:2), as the OD API.")
+        False, "First layer has only 3 boxes (0.1 at 1:1, scale at 2:1, 1:2): the OD API default; "
+        "off, as 11% of synthetic objects got no anchor at IoU 0.5.")
     base_anchor_height: float = opt(1.0, "Base anchor height before scaling.")
     base_anchor_width: float = opt(1.0, "Base anchor width before scaling.")
 
