@@ -94,13 +94,13 @@ class RandomCropConfig:
 @dataclass(frozen=True)
 class QuantizationConfig:
     enabled: bool = opt(True, "Continue quantization-aware (tfmot) after `delay` float steps.")
-    delay: int = opt(5000, "Float steps before quantization-aware training starts.")
+    delay: int = opt(4000, "Float steps before quantization-aware training starts.")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = opt(8, "Global batch size (split across replicas).")
-    steps: int = opt(6000, "Total training steps, float plus quantization-aware.")
+    steps: int = opt(5000, "Total training steps, float plus quantization-aware.")
     learning_rate_base: float = opt(0.06, "Peak learning rate of the cosine schedule.")
     warmup_learning_rate: float = opt(0.01, "Learning rate at step 0.")
     warmup_steps: int = opt(300, "Linear warmup steps.")
