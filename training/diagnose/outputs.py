@@ -63,8 +63,11 @@ def output_saturation(quant_outputs, float_outputs, pairs, upper_only=()):
         scale, zero = outs[0].quantization
         real_lo, real_hi = (lo - zero) * scale, (hi - zero) * scale
         fv = np.concatenate([dequantized(o).ravel() for o in float_outputs[f_name]])
-        beyond = float(np.mean((fv < real_lo) | (fv > real_hi)))
-        clipped = _tail_clipped(fv, real_lo, real_hi, q_name in upper_only)
+        # Within half a code step of a limit a value rounds to that code anyway: rounding, not
+        # clipping (a box edge at -0.0048 on a [-0.0039, 1.0] output is not saturation).
+        cut_lo, cut_hi = real_lo - 0.5 * scale, real_hi + 0.5 * scale
+        beyond = float(np.mean((fv < cut_lo) | (fv > cut_hi)))
+        clipped = _tail_clipped(fv, cut_lo, cut_hi, q_name in upper_only)
         if worst is None or clipped > worst[0]:
             worst = (clipped, q_name, share, beyond, (real_lo, real_hi), (float(fv.min()), float(fv.max())))
     if worst is None or worst[0] < SATURATION_WARN:

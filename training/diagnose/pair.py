@@ -111,7 +111,12 @@ def match_outputs(float_model, quant_model):
 
 
 def _spec_for(quant_model, bundle):
-    """ModelSpec for raw SSD heads (from the bundle, else default edgedet anchors), or None."""
+    """ModelSpec for raw SSD heads, or None.
+
+    From the bundle when there is one. For bare files the anchors are guessed: the OD API's
+    ssd_anchor_generator defaults, with the reduced first layer (the OD API's default) or the
+    full one (edgedet's demo default), whichever has the model's anchor count.
+    """
     from training.evaluate import ModelSpec
     if bundle is not None:
         return bundle
@@ -121,10 +126,11 @@ def _spec_for(quant_model, bundle):
     from app import anchors, box_coder
     height, width = quant_model.input_size()
     num = int(quant_model.output_detail(raw["box_encodings"])["shape"][1])
-    default = anchors.ssd_anchors(height, width)
-    if len(default) != num:
-        return None  # unknown anchor layout: compare as arrays only
-    return ModelSpec(height, width, None, default, box_coder.DEFAULT_SCALES, "sigmoid")
+    for reduced in (True, False):
+        guess = anchors.ssd_anchors(height, width, reduce_boxes_in_lowest_layer=reduced)
+        if len(guess) == num:
+            return ModelSpec(height, width, None, guess, box_coder.DEFAULT_SCALES, "sigmoid")
+    return None  # unknown anchor layout: compare as arrays only
 
 
 def _kind(quant_model, spec):
