@@ -152,16 +152,19 @@ class DelegateError(Exception):
 DETECTION_POSTPROCESS_OP = b"TFLite_Detection_PostProcess"
 
 
+def _holds(model_path, op_name):
+    with open(model_path, "rb") as f:
+        return op_name in f.read()
+
+
 def is_compiled(model_path):
     """True if a .tflite file was compiled by edgetpu_compiler (holds an edgetpu-custom-op)."""
-    with open(model_path, "rb") as f:
-        return EDGETPU_OP in f.read()
+    return _holds(model_path, EDGETPU_OP)
 
 
 def has_detection_postprocess(model_path):
     """True if a .tflite file holds the TFLite_Detection_PostProcess custom op (a foreign SSD)."""
-    with open(model_path, "rb") as f:
-        return DETECTION_POSTPROCESS_OP in f.read()
+    return _holds(model_path, DETECTION_POSTPROCESS_OP)
 
 
 def cpu_twin(model_path):

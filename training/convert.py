@@ -27,16 +27,17 @@ import shutil
 import numpy as np
 
 from app import preprocess
+from app.config import ReferenceConfig
 from app.errors import UserError
 from app.workers import FOREIGN_DEFAULTS  # the app's thresholds for models ending in post-processing
 from training import bundle_writer, fidelity
+from training.export import EXIT_REJECTED
 
 INT8_FILE = "model_int8_postprocess.tflite"
 FLOAT_FILE = "model_float_postprocess.tflite"
 MIN_IMAGES = 10
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-EXIT_REJECTED = 1      # as `edgedet-train export`
-MIN_AGREEMENT = 0.6  # as reference.min_agreement: the app would reject a model below it at run time
+# The app would reject a model below the reference check's agreement at run time.
+MIN_AGREEMENT = ReferenceConfig().min_agreement
 
 # Float detections standing in for ground truth in training.evaluate.coco_metrics.
 PseudoTruth = collections.namedtuple("PseudoTruth", "height width boxes classes")
@@ -92,17 +93,8 @@ def input_size(saved_model_dir):
 
 def read_images(folder):
     """RGB uint8 images of a folder (sorted by name); UserError when there are too few."""
-    import cv2
-    if not os.path.isdir(folder):
-        raise UserError("--images {}: no such folder; pass a folder of images like the deployment"
-                        .format(folder))
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
-    images = []
-    for name in names:
-        bgr = cv2.imread(os.path.join(folder, name), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise UserError("--images {}: {} cannot be decoded; remove it or replace it".format(folder, name))
-        images.append(preprocess.bgr_to_rgb(bgr))
+    from training.doctor import IMAGE_EXTENSIONS, load_images
+    images = load_images(folder, None)
     if len(images) < MIN_IMAGES:
         raise UserError("--images {}: {} images ({}), need at least {} (100+ calibrate better)".format(
             folder, len(images), "/".join(IMAGE_EXTENSIONS), MIN_IMAGES))

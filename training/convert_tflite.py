@@ -140,16 +140,9 @@ def check_full_integer(model_content, input_range=preprocess.INPUT_RANGE, scale_
     for d in [inp] + list(interp.get_output_details()):
         if np.dtype(d["dtype"]) != np.uint8:
             problems.append("tensor {} is {}, expected uint8".format(d["name"], np.dtype(d["dtype"]).name))
-    want_scale, want_zero = preprocess.expected_input_quantization(input_range)
-    scale, zero = float(inp["quantization"][0]), int(inp["quantization"][1])
-    if abs(scale - want_scale) > scale_rtol * want_scale or abs(zero - want_zero) > 0.51:
-        problems.append(
-            "input quantization is (scale {:.6g}, zero point {}), expected about ({:.6g}, {}): raw uint8 "
-            "pixels would not map onto the float range {}. The representative data was not preprocessed "
-            "like training (see `edgedet-train doctor`)".format(
-                scale, zero, want_scale, " or ".join(str(z) for z in sorted({int(np.floor(want_zero)),
-                                                                              int(np.ceil(want_zero))})),
-                list(input_range)))
+    problem = input_quantization_problem(inp, input_range, scale_rtol)
+    if problem:
+        problems.append(problem)
     tensors = interp.get_tensor_details()
     dynamic = [t["name"] for t in tensors if -1 in list(t.get("shape_signature", t["shape"]))]
     if dynamic:
@@ -158,6 +151,26 @@ def check_full_integer(model_content, input_range=preprocess.INPUT_RANGE, scale_
     problems.extend(_float_ops(interp, tensors))
     if problems:
         raise ConversionCheckError("; ".join(problems))
+
+
+def input_quantization_problem(input_detail, input_range=preprocess.INPUT_RANGE, scale_rtol=0.01):
+    """One line when an input's (scale, zero_point) does not map 0..255 onto `input_range`, else None.
+
+    Args:
+      input_detail: the interpreter's input detail (its "quantization" is read).
+      input_range: the float range the model expects.
+      scale_rtol: allowed relative scale error; the zero point may be off by half a code.
+    """
+    want_scale, want_zero = preprocess.expected_input_quantization(input_range)
+    scale, zero = float(input_detail["quantization"][0]), int(input_detail["quantization"][1])
+    if abs(scale - want_scale) <= scale_rtol * want_scale and abs(zero - want_zero) <= 0.51:
+        return None
+    return ("input quantization is (scale {:.6g}, zero point {}), expected about ({:.6g}, {}): raw uint8 "
+            "pixels would not map onto the float range {}. The representative data was not preprocessed "
+            "like training (see `edgedet-train doctor`)".format(
+                scale, zero, want_scale, " or ".join(str(z) for z in sorted({int(np.floor(want_zero)),
+                                                                              int(np.ceil(want_zero))})),
+                list(input_range)))
 
 
 def _float_ops(interp, tensors):

@@ -29,7 +29,7 @@ DOCTOR_JSON, DOCTOR_TEXT = "doctor.json", "doctor.txt"
 
 
 def load_images(folder, limit):
-    """RGB uint8 images from `folder` (sorted by name, at most `limit`); UserError if none."""
+    """RGB uint8 images from `folder` (sorted by name, at most `limit`, None = all); UserError if none."""
     import cv2
     if not os.path.isdir(folder):
         raise UserError("--images {}: no such folder; pass a folder of .jpg/.png images like the "
@@ -154,13 +154,6 @@ def context_lines(report):
                                                       report["float_range_source"])]
 
 
-def _write_text_atomic(path, text):
-    temp = path + ".tmp"
-    with open(temp, "w") as f:
-        f.write(text)
-    os.replace(temp, path)
-
-
 def write_for_bundle(bundle_dir, images_rgb):
     """Diagnoses a bundle's float/int8 pair; writes doctor.json and doctor.txt into it.
 
@@ -175,13 +168,13 @@ def write_for_bundle(bundle_dir, images_rgb):
     """
     if not images_rgb:
         raise ValueError("images_rgb must hold at least one image, got none")
-    from training.bundle_writer import write_json_atomic
+    from training.bundle_writer import write_json_atomic, write_text_atomic
     ranked, report = diagnose(load_pair(bundle_dir, None), images_rgb)
     line = findings.headline(ranked)
     write_json_atomic(os.path.join(bundle_dir, DOCTOR_JSON), dict({"findings": ranked, "headline": line},
                                                                   **report))
-    _write_text_atomic(os.path.join(bundle_dir, DOCTOR_TEXT),
-                       findings.format_text(ranked, context_lines(report)) + "\n")
+    write_text_atomic(os.path.join(bundle_dir, DOCTOR_TEXT),
+                      findings.format_text(ranked, context_lines(report)) + "\n")
     return {"headline": line, "json": DOCTOR_JSON, "text": DOCTOR_TEXT, "has_error": findings.has_error(ranked)}
 
 

@@ -183,13 +183,14 @@ def check_converted(model_content, input_range=preprocess.INPUT_RANGE, quantized
         problems.append("expected 4 float32 outputs, got {}".format(
             [np.dtype(d["dtype"]).name for d in outputs]))
     if quantized:
+        from training.convert_tflite import input_quantization_problem
         inp = interp.get_input_details()[0]
-        want_scale, want_zero = preprocess.expected_input_quantization(input_range)
-        scale, zero = float(inp["quantization"][0]), int(inp["quantization"][1])
-        if (np.dtype(inp["dtype"]) != np.uint8 or abs(scale - want_scale) > scale_rtol * want_scale
-                or abs(zero - want_zero) > 0.51):
-            problems.append("input is {} (scale {:.6g}, zero point {}), expected uint8 ({:.6g}, {:.1f})".format(
-                np.dtype(inp["dtype"]).name, scale, zero, want_scale, want_zero))
+        if np.dtype(inp["dtype"]) != np.uint8:
+            problems.append("input is {}, expected uint8".format(np.dtype(inp["dtype"]).name))
+        else:
+            problem = input_quantization_problem(inp, input_range, scale_rtol)
+            if problem:
+                problems.append(problem)
     return problems
 
 
