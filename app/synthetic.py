@@ -32,6 +32,8 @@ MAX_HIDDEN = 0.6
 MIN_CONTRAST = 70.0
 _SHIFT = 4  # fillPoly fractional bits: sub-pixel vertices give smooth motion.
 _CIRCLE_VERTICES = 64
+_ANGLES = np.linspace(0.0, 2.0 * math.pi, _CIRCLE_VERTICES, endpoint=False)
+_UNIT_CIRCLE = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1)
 
 Shape = collections.namedtuple("Shape", "class_id cy cx size aspect angle colour shade")
 Shape.__doc__ = """One shape in pixels: centre (cy, cx), size (px), aspect (w/h stretch),
@@ -49,8 +51,7 @@ def shape_polygon(shape):
     """
     half = shape.size / 2.0
     if shape.class_id == 0:
-        t = np.linspace(0.0, 2.0 * math.pi, _CIRCLE_VERTICES, endpoint=False)
-        unit = np.stack([np.cos(t), np.sin(t)], axis=1) * half
+        unit = _UNIT_CIRCLE * half
     elif shape.class_id == 1:
         unit = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * half
     elif shape.class_id == 2:
@@ -93,15 +94,21 @@ def _shape_mask(points, height, width):
 def _paint(image, y0, x0, mask, shape):
     """Fills `mask` in `image` with the shape's colour times its linear shading ramp.
 
-    Only the masked pixels are computed (circles fill ~80% of their box, triangles ~45%).
+    The ramp is computed over the mask's box one channel at a time, and `cv2.bitwise_or`
+    with the mask writes only the shape's pixels: 4x faster than numpy fancy indexing over
+    the masked pixels, with the same bytes. The result is assigned back rather than written
+    through `dst`, so an OpenCV that copies a strided view cannot lose it.
     """
     dy, dx, gain = shape.shade
-    rows, cols = np.nonzero(mask)
-    ys = (np.arange(mask.shape[0], dtype=np.float32) + y0 - shape.cy)[rows]
-    xs = (np.arange(mask.shape[1], dtype=np.float32) + x0 - shape.cx)[cols]
-    ramp = 1.0 + gain * (ys * dy + xs * dx) / max(shape.size, 1.0)
-    patch = ramp[:, None] * np.asarray(shape.colour, np.float32)
-    image[rows + y0, cols + x0] = np.clip(patch, 0, 255).astype(np.uint8)
+    h, w = mask.shape
+    ys = np.arange(h, dtype=np.float32) + y0 - shape.cy
+    xs = np.arange(w, dtype=np.float32) + x0 - shape.cx
+    ramp = 1.0 + gain * (ys[:, None] * dy + xs[None, :] * dx) / max(shape.size, 1.0)
+    patch = np.empty((h, w, 3), np.uint8)
+    for channel, value in enumerate(shape.colour):
+        patch[:, :, channel] = np.clip(ramp * np.float32(value), 0, 255)  # truncates, like astype
+    region = image[y0:y0 + h, x0:x0 + w]
+    image[y0:y0 + h, x0:x0 + w] = cv2.bitwise_or(patch, patch, dst=region.copy(), mask=mask.view(np.uint8))
 
 
 def compose(image, shapes):
@@ -127,13 +134,14 @@ def _paint_shapes(image, shapes, owner=None):
     """Paints shapes in order; records each pixel's top shape index in `owner` if given.
 
     Returns:
-      list of the shapes' polygon areas (unclipped), in painting order.
+      list of the shapes' polygon areas (unclipped), in painting order; empty without `owner`.
     """
     height, width = image.shape[:2]
     areas = []
     for index, shape in enumerate(shapes):
         points = shape_polygon(shape)
-        areas.append(_polygon_area(points))
+        if owner is not None:
+            areas.append(_polygon_area(points))
         y0, x0, mask = _shape_mask(points, height, width)
         if mask is None:
             continue
