@@ -29,6 +29,31 @@ def _check_limits(iou_threshold, **limits):
             raise ValueError("{} must be an integer >= 0, got {!r}".format(name, value))
 
 
+# Up to this many boxes, one K x K IoU matrix (4 MB at the limit) replaces an IoU row per kept box.
+MATRIX_LIMIT = 1024
+
+
+def iou_matrix(boxes_a, boxes_b):
+    """Pairwise IoU.
+
+    Args:
+      boxes_a: float32 [A, 4] (ymin, xmin, ymax, xmax).
+      boxes_b: float32 [B, 4] (ymin, xmin, ymax, xmax).
+
+    Returns:
+      float32 [A, B]; 0 where the union is empty.
+    """
+    a, b = boxes_a[:, None, :], boxes_b[None, :, :]
+    inter = (np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0)
+             * np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0))
+    area_a = np.maximum(boxes_a[:, 2] - boxes_a[:, 0], 0) * np.maximum(boxes_a[:, 3] - boxes_a[:, 1], 0)
+    area_b = np.maximum(boxes_b[:, 2] - boxes_b[:, 0], 0) * np.maximum(boxes_b[:, 3] - boxes_b[:, 1], 0)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou.astype(np.float32)
+
+
 def iou_one_to_many(box, boxes):
     """IoU of one box with each of `boxes`.
 
@@ -39,17 +64,24 @@ def iou_one_to_many(box, boxes):
     Returns:
       float32 [K]; 0 where the union is empty.
     """
-    ymin = np.maximum(box[0], boxes[:, 0])
-    xmin = np.maximum(box[1], boxes[:, 1])
-    ymax = np.minimum(box[2], boxes[:, 2])
-    xmax = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
-    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    union = area + areas - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return iou.astype(np.float32)
+    return iou_matrix(np.asarray(box, np.float32)[None], np.asarray(boxes, np.float32))[0]
+
+
+def _greedy(boxes, order, iou_threshold, max_output, ious=None):
+    """Greedy suppression over `order` (indices by descending score), IoUs from `ious` if given."""
+    keep = []
+    while order.size and len(keep) < max_output:
+        best = order[0]
+        keep.append(best)
+        rest = order[1:]
+        overlap = ious[best, rest] if ious is not None else iou_one_to_many(boxes[best], boxes[rest])
+        order = rest[overlap <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def _all_ious(boxes):
+    """The K x K IoU matrix when K is at most MATRIX_LIMIT, else None (rows are computed as needed)."""
+    return iou_matrix(boxes, boxes) if len(boxes) <= MATRIX_LIMIT else None
 
 
 def nms(boxes, scores, iou_threshold, max_output):
@@ -67,13 +99,7 @@ def nms(boxes, scores, iou_threshold, max_output):
     boxes, scores = _check(boxes, scores)
     _check_limits(iou_threshold, max_output=max_output)
     order = np.argsort(-scores, kind="mergesort")
-    keep = []
-    while order.size and len(keep) < max_output:
-        best = order[0]
-        keep.append(best)
-        rest = order[1:]
-        order = rest[iou_one_to_many(boxes[best], boxes[rest]) <= iou_threshold]
-    return np.array(keep, dtype=np.int64)
+    return _greedy(boxes, order, iou_threshold, max_output, _all_ious(boxes))
 
 
 def per_class_nms(boxes, scores, class_ids, iou_threshold, max_per_class, max_total, class_agnostic=False):
@@ -107,10 +133,12 @@ def per_class_nms(boxes, scores, class_ids, iou_threshold, max_per_class, max_to
                 counts[class_ids[index]] += 1
                 kept.append(index)
         return np.array(kept[:int(max_total)], dtype=np.int64)
+    ious = _all_ious(boxes)
     kept = []
     for cls in np.unique(class_ids):
         members = np.nonzero(class_ids == cls)[0]
-        kept.append(members[nms(boxes[members], scores[members], iou_threshold, max_per_class)])
+        order = members[np.argsort(-scores[members], kind="mergesort")]
+        kept.append(_greedy(boxes, order, iou_threshold, max_per_class, ious))
     if not kept:
         return np.zeros((0,), dtype=np.int64)
     kept = np.concatenate(kept)
