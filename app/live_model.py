@@ -1,12 +1,13 @@
 """One interpreter as the live path uses it: frame in, raw outputs out, then Detections.
 
-`InputWriter` puts a BGR frame into the input tensor with as little work as the tensor
-allows: stretch-resize, then BGR->RGB straight into the tensor's own buffer when its
-uint8 quantization already maps 0..255 onto the bundle's float range (the int8 model
-folded normalization into its input); XOR 128 for int8 inputs (same mapping shifted);
-`app.preprocess.normalize` only for float inputs. Any other quantization gets the exact
-float path (normalize, then quantize) and a warning, because it means the model was
-calibrated on a different range.
+`InputWriter` turns a BGR frame into the input tensor's contents with as little work as the
+tensor allows: stretch-resize, then BGR->RGB when its uint8 quantization already maps 0..255
+onto the bundle's float range (the int8 model folded normalization into its input); XOR 128
+for int8 inputs (same mapping shifted); `app.preprocess.normalize` only for float inputs.
+Any other quantization gets the exact float path (normalize, then quantize) and a warning,
+because it means the model was calibrated on a different range. `prepare` does this without
+touching the interpreter (the pipeline runs it on the capture thread) and `load` copies the
+result in.
 
 `OutputReader` finds the raw head outputs BY NAME (the converter reorders outputs), and
 `decode` turns them into `app.postprocess.Detections`.
@@ -75,24 +76,52 @@ class InputWriter(object):
                         "the model was calibrated on another input range; using the slow exact path",
                         self.quantization[0], self.quantization[1], list(float_range))
 
-    def write(self, image_bgr):
-        """Resizes `image_bgr` (uint8 [h, w, 3]) and stores it as the next input."""
+    @property
+    def layout(self):
+        """What a prepared input depends on: `prepare`d arrays fit any writer with an equal layout."""
+        return (self.height, self.width, self.mode, self._dtype.str, self.quantization, tuple(self._float_range))
+
+    def prepare(self, image_bgr):
+        """The input tensor's next contents for a BGR frame, as a new [H, W, 3] array.
+
+        Touches no interpreter, so the capture thread can run it while the interpreter is busy
+        with the previous frame; `load` then only copies.
+        """
         import cv2
         resized = preprocess.resize_to_input(image_bgr, self.height, self.width)
-        view = self._tensor()[0]  # the tensor's own memory; dropped before invoke
         if self.mode == "copy":
-            cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=view)
-        elif self.mode == "xor":
-            np.bitwise_xor(preprocess.bgr_to_rgb(resized), 128, out=view.view(np.uint8))
-        else:
-            pixels = preprocess.normalize(preprocess.bgr_to_rgb(resized).astype(np.float32), self._float_range)
-            if self.mode == "float":
-                view[...] = pixels
-            else:
-                scale, zero_point = self.quantization
-                info = np.iinfo(self._dtype)
-                view[...] = np.clip(np.round(pixels / scale + zero_point), info.min, info.max)
+            return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        if self.mode == "xor":
+            return np.bitwise_xor(preprocess.bgr_to_rgb(resized), 128).view(np.int8)
+        pixels = preprocess.normalize(preprocess.bgr_to_rgb(resized).astype(np.float32), self._float_range)
+        if self.mode == "float":
+            return pixels
+        scale, zero_point = self.quantization
+        info = np.iinfo(self._dtype)
+        return np.clip(np.round(pixels / scale + zero_point), info.min, info.max).astype(self._dtype)
+
+    def load(self, prepared):
+        """Copies a `prepare`d array (of a writer with the same layout) into the input tensor."""
+        view = self._tensor()[0]  # the tensor's own memory; dropped before invoke
+        view[...] = prepared
         del view
+
+    def write(self, image_bgr):
+        """Resizes `image_bgr` (uint8 [h, w, 3]) and stores it as the next input."""
+        self.load(self.prepare(image_bgr))
+
+    def write_prepared(self, prepared, image_bgr):
+        """Loads `prepared` = (layout, array) if it was made for this writer's layout, else writes
+        `image_bgr` (a frame prepared for another model, e.g. just before a float fallback).
+
+        Returns:
+          True if the prepared array was used.
+        """
+        if prepared is not None and prepared[0] == self.layout:
+            self.load(prepared[1])
+            return True
+        self.write(image_bgr)
+        return False
 
 
 class OutputReader(object):

@@ -1,11 +1,13 @@
 """The live app's threads: capture (1 per source) -> inference (1 per interpreter) -> output.
 
-    capture i --FrameSlots (latest per source, or blocking for files)--> inference w
-    inference w --ResultQueue (bounded)--> output: decode/NMS, overlay, sinks, stats
+    capture i: read + resize/RGB --FrameSlots (latest per source, or blocking for files)--> inference w
+    inference w: copy in + invoke --ResultQueue (bounded)--> output: decode/NMS, overlay, sinks, stats
 
 Live sources overwrite their slot, so inference always takes the newest frame and the
 drops are counted; files hand off with a blocking put so every frame is processed in
-order. Inference threads only preprocess and invoke (the interpreter releases the GIL);
+order. The capture thread also prepares each frame for the live model's input
+(`InputWriter.prepare`), so the inference thread only copies it in and invokes (the
+interpreter releases the GIL) and the interpreter idles as little as possible;
 everything else runs on the output thread, which calls `sink.write(result)` for every
 sink and marks the frame done (the systemd watchdog and /healthz key off that).
 
@@ -37,8 +39,9 @@ log = logging.getLogger(__name__)
 
 # Worker = one interpreter with its input writer, output reader and decoder.
 Worker = collections.namedtuple("Worker", "interpreter writer reader decoder model")
-# What capture hands to inference. `index` counts the source's frames from 1.
-FrameJob = collections.namedtuple("FrameJob", "source index name image time")
+# What capture hands to inference. `index` counts the source's frames from 1. `prepared` is
+# (writer layout, input array, seconds it took) from InputWriter.prepare, or None.
+FrameJob = collections.namedtuple("FrameJob", "source index name image time prepared")
 # What the output stage gives every sink. boxes: float32 [K, 4] pixels (x0, y0, x1, y1);
 # detections: app.postprocess.Detections (normalized ymin, xmin, ymax, xmax); raw: the
 # source frame, BGR, untouched (for checkers); image: a copy with the overlay drawn when a
@@ -237,7 +240,8 @@ class Pipeline(object):
                 if self._lost[i]:
                     self._mark_back(i)
                 self.stats.count(source.name, "capture")
-                if not self._hand_off(i, source, FrameJob(i, index, frame[1], frame[0], time.time())):
+                job = FrameJob(i, index, frame[1], frame[0], time.time(), self._prepare(frame[0]))
+                if not self._hand_off(i, source, job):
                     break
         except Closed:
             pass  # stop() closed the slots while we waited: a normal shutdown
@@ -257,6 +261,19 @@ class Pipeline(object):
             if self._slots.put(i, job, block=True, timeout=POLL_S):
                 return True
         return False
+
+    def _prepare(self, image):
+        """(layout, input array, seconds) for the live workers' input, made on the capture thread.
+
+        Resizing here overlaps the interpreter's invoke of the previous frame, so the inference
+        thread only copies the array in; a worker whose layout differs (after
+        replace_workers) prepares the raw frame itself.
+        """
+        with self._lock:
+            writer = self._active[0].writer
+        t0 = time.monotonic()
+        prepared = writer.prepare(image)
+        return writer.layout, prepared, time.monotonic() - t0
 
     def _mark_lost(self, i, reason):
         """Reports source i lost once per outage."""
@@ -320,7 +337,8 @@ class Pipeline(object):
                     continue
                 job = got[1]
                 t0 = time.monotonic()
-                worker.writer.write(job.image)
+                if worker.writer.write_prepared(job.prepared and job.prepared[:2], job.image):
+                    t0 -= job.prepared[2]  # the resize ran on the capture thread; count it here
                 t1 = time.monotonic()
                 self._invoking[i] = (generation, t1)
                 worker.interpreter.invoke()

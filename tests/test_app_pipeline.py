@@ -153,6 +153,26 @@ def test_mismatched_input_quantization_takes_the_exact_path(tiny_bundle, caplog)
     np.testing.assert_array_equal(got[clear], expected[clear])
 
 
+def test_a_prepared_frame_loads_into_any_interpreter_of_its_layout_only(tiny_bundle):  # noqa: F811
+    # The capture thread prepares frames for the live model; a worker of another layout (the
+    # float fallback taking a frame prepared just before the switch) must prepare it itself.
+    bundle = load_bundle(tiny_bundle)
+    engines = [runtime.open_bundle_engine(bundle, "cpu", p, num_threads=1)[0] for p in ("int8", "int8", "float")]
+    writers = [live_model.InputWriter(e.interpreter, bundle.float_range) for e in engines]
+    assert writers[0].layout == writers[1].layout != writers[2].layout
+    image = _frame(4)
+    prepared = (writers[0].layout, writers[0].prepare(image))
+    writers[0].write(image)
+    assert writers[1].write_prepared(prepared, image)
+    np.testing.assert_array_equal(_input_tensor(engines[1].interpreter), _input_tensor(engines[0].interpreter))
+    assert not writers[2].write_prepared(prepared, image)
+    expected = preprocess.image_to_float_input(preprocess.bgr_to_rgb(image), 96, 112)
+    np.testing.assert_allclose(_input_tensor(engines[2].interpreter), expected, atol=1e-6)
+    assert not writers[1].write_prepared(None, _frame(5))  # nothing prepared: the frame is written
+    np.testing.assert_array_equal(_input_tensor(engines[1].interpreter)[0],
+                                  preprocess.bgr_to_rgb(preprocess.resize_to_input(_frame(5), 96, 112)))
+
+
 def test_outputs_are_found_by_name_and_labels_checked(tiny_bundle):  # noqa: F811
     bundle = load_bundle(tiny_bundle)
     engine, key = runtime.open_bundle_engine(bundle, "cpu", "int8", num_threads=1)
