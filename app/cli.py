@@ -39,7 +39,7 @@ def _add_run_arguments(p):
     p.add_argument("--runtime", choices=("auto", "edgetpu", "cpu"))
     p.add_argument("--precision", choices=("auto", "int8", "float"))
     p.add_argument("--device", action="append", help="Edge TPU: usb, usb:N, pci, pci:N or :N; repeatable")
-    p.add_argument("--threads", type=int, help="CPU interpreter threads (0 = all cores)")
+    p.add_argument("--threads", type=int, help="CPU interpreter threads (0 = auto: all cores but one)")
     p.add_argument("--loop", action="store_true", default=None, help="restart video files and folders")
     p.add_argument("--realtime", action="store_true", default=None, help="pace files like a live source")
     p.add_argument("--max-frames", type=int, help="stop after N processed frames")

@@ -62,7 +62,7 @@ class AppConfig:
     runtime: str = opt("auto", "Interpreter: auto | edgetpu | cpu.")
     precision: str = opt("auto", "Which bundle model runs live: auto | int8 | float.")
     devices: typing.List[str] = opt(None, "Edge TPUs: usb, usb:N, pci, pci:N, :N; empty = all found.", list)
-    num_threads: int = opt(0, "CPU interpreter threads; 0 = number of cores.")
+    num_threads: int = opt(0, "CPU interpreter threads; 0 = auto: all cores but one (a core is left for capture and output).")
     loop: bool = opt(False, "Restart video files at the end.")
     realtime: bool = opt(False, "Pace files and folders like a live source (drop stale frames).")
     max_frames: int = opt(0, "Stop after this many processed frames; 0 = run forever.")

@@ -93,7 +93,7 @@ def open_float_worker(bundle, thresholds, num_threads=1):
     Args:
       bundle: app.bundle.Bundle with a "float" model.
       thresholds: decode_ssd keyword arguments, the same the live decoder uses.
-      num_threads: CPU interpreter threads (0 = all cores).
+      num_threads: CPU interpreter threads (0 = auto: all cores but one).
 
     Returns:
       (app.runtime.Engine, app.pipeline.Worker with model "float").

@@ -218,10 +218,16 @@ def _load_edgetpu_delegate(rt, device):
 
 
 def cpu_threads(num_threads):
-    """0 means every core."""
+    """CPU interpreter threads; 0 means auto: every core but one, at least 1.
+
+    The live interpreter shares the machine with the capture and output threads. On 2 cores,
+    a 2-thread interpreter in the threaded app ran the demo at 340 fps against 497 fps with
+    1 thread: each invoke waited for whichever half of its work had lost its core
+    (benchmarks/pipeline.py prints both).
+    """
     if num_threads < 0:
-        raise UserError("num_threads: expected >= 0 (0 = all cores), got {}".format(num_threads))
-    return num_threads or (os.cpu_count() or 1)
+        raise UserError("num_threads: expected >= 0 (0 = auto: all cores but one), got {}".format(num_threads))
+    return num_threads or max(1, (os.cpu_count() or 1) - 1)
 
 
 def make_cpu_engine(model_path, num_threads=0, rt=None):
@@ -229,7 +235,7 @@ def make_cpu_engine(model_path, num_threads=0, rt=None):
 
     Args:
       model_path: .tflite file.
-      num_threads: CPU threads; 0 = all cores.
+      num_threads: CPU threads; 0 = auto (all cores but one).
       rt: a Runtime, or None for `default_runtime()`.
 
     Returns:
@@ -272,7 +278,7 @@ def open_engine(model_path, runtime="auto", device="", num_threads=0, cpu_path=N
       model_path: the .tflite to run on the Edge TPU (or on the CPU when runtime is "cpu").
       runtime: "auto" (Edge TPU, else CPU with a warning), "edgetpu" (fail without one) or "cpu".
       device: Edge TPU device string ("" = first found).
-      num_threads: CPU interpreter threads, 0 = all cores.
+      num_threads: CPU interpreter threads, 0 = auto (all cores but one).
       cpu_path: model to run on the CPU instead of `model_path` (a bundle's int8 twin).
 
     Returns:
@@ -314,7 +320,7 @@ def open_bundle_engine(bundle, runtime="auto", precision="auto", device="", num_
       runtime: "auto" | "edgetpu" | "cpu".
       precision: "auto" | "int8" | "float".
       device: Edge TPU device string.
-      num_threads: CPU threads, 0 = all cores.
+      num_threads: CPU threads, 0 = auto (all cores but one).
 
     Returns:
       (Engine, model key "edgetpu" | "int8" | "float").

@@ -136,7 +136,7 @@ class ReferenceGuard(object):
       live_engine: app.runtime.Engine of the live model (for naming the likely cause).
       live_key: "edgetpu" | "int8" (a float live model is not checked).
       settings: app.config.ReferenceConfig.
-      fallback_threads: CPU threads of the float model after a fallback (0 = all cores).
+      fallback_threads: CPU threads of the float model after a fallback (0 = auto: all cores but one).
       stats: app.stats.Stats; gets the latest agreement, the check count and the action.
     """
 

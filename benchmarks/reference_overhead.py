@@ -78,7 +78,7 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each run")
     parser.add_argument("--rounds", type=int, default=2, help="without/with pairs")
     parser.add_argument("--interval", type=float, default=10.0, help="reference.interval_s")
-    parser.add_argument("--threads", type=int, default=0, help="live CPU interpreter threads (0 = all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="live CPU interpreter threads (0 = auto: all cores but one)")
     args = parser.parse_args(argv)
     bundle = load_bundle(args.model)
     source = ReplaySource()

@@ -111,8 +111,11 @@ def test_bad_model_files_are_user_errors(tmp_path, make):
     assert path in str(info.value) and "\n" not in str(info.value)
 
 
-def test_num_threads_zero_means_all_cores():
-    assert runtime.cpu_threads(0) == (os.cpu_count() or 1)
+def test_num_threads_zero_leaves_a_core_for_capture_and_output(monkeypatch):
+    for cores, auto in ((None, 1), (1, 1), (2, 1), (4, 3), (8, 7)):
+        monkeypatch.setattr(runtime.os, "cpu_count", lambda cores=cores: cores)
+        assert runtime.cpu_threads(0) == auto
+    monkeypatch.undo()
     assert runtime.cpu_threads(3) == 3
     with pytest.raises(UserError):
         runtime.cpu_threads(-1)
