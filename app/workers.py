@@ -47,6 +47,16 @@ def foreign_threads(app_cfg):
     return 1
 
 
+def _warn_nms_settings(model, overrides):
+    """Logs the NMS settings a foreign model cannot honour: its NMS runs inside the model."""
+    ignored = [k for k in ("iou_threshold", "max_detections_per_class") if k in overrides]
+    if overrides.get("class_agnostic_nms"):
+        ignored.append("class_agnostic_nms")
+    if ignored:
+        log.warning("%s runs its own NMS (TFLite_Detection_PostProcess), so %s do not apply to it; its "
+                    "score thresholds and max_detections do", model, ", ".join(ignored))
+
+
 def device_list(app_cfg):
     """--device values, or every Edge TPU found when none is given (one interpreter each)."""
     if app_cfg.devices:
@@ -78,6 +88,7 @@ class LiveModel(object):
                                 "per line)".format(app_cfg.model))
             self.labels = read_labels(app_cfg.labels)
             self.thresholds = thresholds(FOREIGN_DEFAULTS, overrides, self.labels)
+            _warn_nms_settings(app_cfg.model, overrides)
         else:
             from app.bundle import load_bundle
             self.bundle = load_bundle(app_cfg.model)

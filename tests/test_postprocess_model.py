@@ -131,6 +131,21 @@ def test_app_foreign_path_reads_the_variant(demo_variant):
         assert set(det.class_ids.tolist()) <= {0, 1, 2}
 
 
+def test_nms_settings_the_variant_cannot_honour_are_named(demo_variant, tmp_path, caplog):
+    """Its NMS runs inside TFLite_Detection_PostProcess: the app logs that iou_threshold and
+    class-agnostic NMS do not apply; score thresholds alone give no such line."""
+    from app.config import AppConfig
+    from app.workers import LiveModel
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(demo_variant["bundle"].labels) + "\n")
+    cfg = AppConfig(model=demo_variant["path"], labels=str(labels), runtime="cpu")
+    live = LiveModel(cfg, {"score_threshold": 0.5, "class_score_thresholds": {}})
+    assert live.thresholds["score_threshold"] == 0.5 and "do not apply" not in caplog.text
+    LiveModel(cfg, {"iou_threshold": 0.3, "class_agnostic_nms": True, "class_score_thresholds": {}})
+    warning = [r.getMessage() for r in caplog.records if "do not apply" in r.getMessage()]
+    assert len(warning) == 1 and "iou_threshold, class_agnostic_nms" in warning[0]
+
+
 def test_bundle_reads_an_optional_postprocess_model(demo_variant, tmp_path):
     import shutil
     bundle = str(tmp_path / "b")
