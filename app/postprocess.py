@@ -13,6 +13,7 @@ is the one place they become source-frame pixels [x0, y0, x1, y1].
 """
 
 import collections
+import functools
 import math
 
 import numpy as np
@@ -121,21 +122,46 @@ def _logit_bounds(thresholds, score_converter):
         return np.log(thresholds)  # softmax p_c <= exp(l_c - max l)
 
 
-def _candidates(logits, bounds, score_converter, quantization):
-    """(rows, cols) of logits that may pass the thresholds, compared in the logits' own domain."""
-    if logits.dtype.kind in "iu":
+@functools.lru_cache(maxsize=64)
+def _column_rule(num_classes, score_threshold, class_thresholds, background_class, score_converter,
+                 quantization):
+    """(thresholds, bounds) per logits column, worked out once per setting (the live decoder asks
+    the same question every frame).
+
+    Args:
+      class_thresholds: ((class_id, threshold), ...), hashable.
+      quantization: (scale, zero_point) of integer logits, or None for float logits.
+
+    Returns:
+      read-only float64 [C] score thresholds, and the `_logit_bounds` in the logits' own
+      domain: int64 for integer logits, float64 otherwise.
+    """
+    thresholds = _class_thresholds(num_classes, score_threshold, dict(class_thresholds), background_class)
+    bounds = _logit_bounds(thresholds, score_converter)
+    if quantization is not None:
         scale, zero_point = quantization
         # Floor keeps the integer bound loose by up to one step; the exact check follows.
         offset = 0.0 if score_converter == "softmax" else float(zero_point)
         with np.errstate(invalid="ignore"):
-            q_bounds = np.floor(bounds / float(scale) + offset)
-        q_bounds = np.clip(np.nan_to_num(q_bounds), -2 ** 31, 2 ** 31 - 1).astype(np.int64)
-        values = logits.astype(np.int64)
-    else:
-        q_bounds, values = bounds, logits
+            bounds = np.floor(bounds / float(scale) + offset)
+        bounds = np.clip(np.nan_to_num(bounds), -2 ** 31, 2 ** 31 - 1).astype(np.int64)
+    thresholds.setflags(write=False)
+    bounds.setflags(write=False)
+    return thresholds, bounds
+
+
+def _candidates(logits, bounds, score_converter):
+    """(rows, cols) of logits that may pass the thresholds, compared in the logits' own domain
+    (`bounds` from `_column_rule`)."""
+    values = logits
     if score_converter == "softmax":
+        if logits.dtype.kind in "iu":
+            values = logits.astype(np.int64)
         values = values - values.max(axis=1, keepdims=True)
-    rows, cols = np.nonzero(values >= q_bounds[None, :])
+    elif logits.dtype.itemsize == 1:
+        # (u)int8 against bounds clipped just outside its range: same answer, a narrower compare.
+        bounds = np.clip(bounds, -129, 256).astype(np.int16)
+    rows, cols = np.nonzero(values >= bounds[None, :])
     return rows, cols
 
 
@@ -212,10 +238,14 @@ def decode_ssd(box_encodings, class_logits, anchors, box_coder_scales=box_coder.
     _check_decode_args(score_converter, score_threshold, iou_threshold, max_detections,
                        max_detections_per_class, box_quantization, logit_quantization, boxes,
                        logits, anchors)
-    thresholds = _class_thresholds(logits.shape[1], score_threshold, class_score_thresholds,
-                                   background_class)
-    rows, cols = _candidates(logits, _logit_bounds(thresholds, score_converter), score_converter,
-                             logit_quantization)
+    quantization = None
+    if logits.dtype.kind in "iu":
+        quantization = (float(logit_quantization[0]), float(logit_quantization[1]))
+    thresholds, bounds = _column_rule(
+        logits.shape[1], float(score_threshold),
+        tuple(sorted((int(k), float(v)) for k, v in (class_score_thresholds or {}).items())),
+        bool(background_class), score_converter, quantization)
+    rows, cols = _candidates(logits, bounds, score_converter)
     scores = _candidate_scores(logits, rows, cols, score_converter, logit_quantization or (1.0, 0))
     passed = scores >= thresholds[cols]
     rows, cols, scores = rows[passed], cols[passed], scores[passed]
