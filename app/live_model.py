@@ -71,15 +71,14 @@ class InputWriter(object):
         self._dtype = np.dtype(detail["dtype"])
         self._float_range = float_range
         self._tensor = interpreter.tensor(detail["index"])
+        # What a prepared input depends on: `prepare`d arrays fit any writer with an equal layout.
+        self.layout = (self.height, self.width, self.mode, self._dtype.str, self.quantization,
+                       tuple(float_range))
         if self.mode == "requantize":
             log.warning("model input quantization (scale %.6g, zero point %d) does not map 0..255 onto %s: "
                         "the model was calibrated on another input range; using the slow exact path",
                         self.quantization[0], self.quantization[1], list(float_range))
 
-    @property
-    def layout(self):
-        """What a prepared input depends on: `prepare`d arrays fit any writer with an equal layout."""
-        return (self.height, self.width, self.mode, self._dtype.str, self.quantization, tuple(self._float_range))
 
     def prepare(self, image_bgr):
         """The input tensor's next contents for a BGR frame, as a new [H, W, 3] array.

@@ -360,7 +360,7 @@ def describe(engine):
     """One start-up log line: runtime + version, where it runs, model file, input quantization."""
     dtype, scale, zero_point = input_quantization(engine.interpreter)
     where = "Edge TPU {}".format(engine.device or "(first found)") if engine.kind == "edgetpu" \
-        else "CPU, {} threads".format(engine.num_threads)
+        else "CPU, {} thread{}".format(engine.num_threads, "" if engine.num_threads == 1 else "s")
     text = "runtime {} {} on {}; model {}; input {} scale {:.6g} zero point {}".format(
         engine.runtime.name, engine.runtime.version, where, engine.model_path, dtype, scale, zero_point)
     if engine.failure:
