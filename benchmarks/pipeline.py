@@ -7,12 +7,14 @@
 4. the same pipeline on 30 pre-rendered frames replayed (a source that costs no CPU), which
    shows how much of (3) the synthetic renderer itself takes on a 2-core machine.
 
-Each loop runs `--repeat` rounds, taking turns, and the medians are printed: once with the
-app's interpreter thread count (auto: all cores but one) and once with all cores, because on
-a small machine the app is fastest with one core left to capture and output while the
-loops that do one thing at a time are fastest with every core. The ratios compare the app at
-its own setting with inference alone at the same setting (the goal) and with the fastest
-inference alone and fastest sequential loop of either setting. The host overhead per frame
+Each loop runs `--repeat` rounds, all loops taking turns within a round, and the medians are
+printed: with the app's interpreter thread count (auto: all cores but one) and with all
+cores, because on a small machine the app is fastest with one core left to capture and
+output while the loops that do one thing at a time are fastest with every core. The ratios
+are medians of per-round ratios (the host's speed drifts between rounds): the app at its own
+setting against inference alone and the sequential loop at the same setting (the same
+interpreter a plain `Interpreter(model_path)` gives on 2 cores: one thread), and against the
+fastest of either setting. The host overhead per frame
 (preprocess + decode/NMS + overlay, ms) is measured in the sequential loop.
 
 It also prints the CPU-time ceiling of any pipeline on this machine: every frame costs the
@@ -20,7 +22,7 @@ renderer's time, the host overhead and the invoke's CPU time (measured on 1 thre
 wall time is CPU time), and the cores can do at most `cores` ms of work per ms. With an
 Edge TPU the invoke costs the CPU next to nothing and the ceiling is the TPU's own rate.
 
-    python -m benchmarks.pipeline --model models/demo [--frames 300] [--repeat 3] [--threads 0]
+    python -m benchmarks.pipeline --model models/demo [--frames 300] [--repeat 5] [--threads 0]
     python -m benchmarks.pipeline --make-untrained /tmp/bench_bundle   # demo architecture, untrained
 
 `--make-untrained` builds the demo architecture from config.yaml's model section
@@ -200,22 +202,43 @@ def _median(values):
     return values[len(values) // 2]
 
 
-def measure(bundle, precision, threads, frames, repeat):
-    """Median fps of each loop over `repeat` rounds (the loops take turns, so slow spells of a
-    shared host hit all of them alike), for one interpreter thread count."""
-    engine, worker = _worker(bundle, precision, threads)
-    runs = {"alone": [], "sequential": [], "threaded": [], "replay": []}
-    seq_ms, snap = None, None
+LOOPS = ("alone", "sequential", "threaded", "replay")
+
+
+def _round(bundle, worker, frames):
+    """fps of each loop once, plus the sequential loop's stage ms and the threaded app's stats."""
+    fps = {"alone": inference_alone(worker, frames)}
+    fps["sequential"], seq_ms = sequential(worker, bundle.labels, frames)
+    fps["threaded"], snap = threaded(worker, bundle.labels, frames)
+    fps["replay"] = threaded(worker, bundle.labels, frames, ReplaySource())[0]
+    return fps, seq_ms, snap["stages_ms"]
+
+
+def measure(bundle, precision, thread_counts, frames, repeat):
+    """Runs every loop `repeat` times for each interpreter thread count, all taking turns within
+    each round, so a slow spell of the shared host hits the loops of one round alike.
+
+    Returns:
+      one dict per thread count: median fps per loop, the per-round fps lists, the last
+      round's stage ms, and the engine.
+    """
+    setups = [_worker(bundle, precision, t) for t in thread_counts]
+    results = [{"runs": {k: [] for k in LOOPS}, "engine": engine, "threads": engine.num_threads}
+               for engine, _ in setups]
     for _ in range(repeat):
-        runs["alone"].append(inference_alone(worker, frames))
-        fps, seq_ms = sequential(worker, bundle.labels, frames)
-        runs["sequential"].append(fps)
-        fps, snap = threaded(worker, bundle.labels, frames)
-        runs["threaded"].append(fps)
-        runs["replay"].append(threaded(worker, bundle.labels, frames, ReplaySource())[0])
-    result = {k: _median(v) for k, v in runs.items()}
-    result.update(threads=engine.num_threads, seq_ms=seq_ms, stages=snap["stages_ms"], engine=engine)
-    return result
+        for result, (_, worker) in zip(results, setups):
+            fps, result["seq_ms"], result["stages"] = _round(bundle, worker, frames)
+            for k in LOOPS:
+                result["runs"][k].append(fps[k])
+    for result in results:
+        result.update({k: _median(v) for k, v in result["runs"].items()})
+    return results
+
+
+def _ratio(numerator, denominator):
+    """Median of the per-round ratios, and their range."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return "{:.2f} (rounds {:.2f}-{:.2f})".format(_median(ratios), min(ratios), max(ratios))
 
 
 def main(argv=None):
@@ -223,7 +246,7 @@ def main(argv=None):
     parser.add_argument("--model", default="models/demo", help="bundle directory")
     parser.add_argument("--precision", default="int8", choices=("int8", "float"))
     parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds per loop; medians are printed")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds per loop; medians are printed")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU interpreter threads of the app (0 = auto, as the app: all cores but one)")
     parser.add_argument("--make-untrained", metavar="DIR", help="build an untrained demo-architecture bundle")
@@ -233,13 +256,13 @@ def main(argv=None):
         return 0
     bundle = load_bundle(args.model)
     cores = os.cpu_count() or 1
-    app = measure(bundle, args.precision, args.threads, args.frames, args.repeat)
+    app_threads = runtime.cpu_threads(args.threads)
+    results = measure(bundle, args.precision, sorted({app_threads, cores}, key=lambda t: t != app_threads),
+                      args.frames, args.repeat)
+    app = results[0]
     print(runtime.describe(app["engine"]))
     print("input {}x{}, {} anchors, {} frames per loop, median of {} rounds, {} cores".format(
         bundle.input_width, bundle.input_height, len(bundle.anchors), args.frames, args.repeat, cores))
-    results = [app]
-    if app["threads"] != cores:
-        results.append(measure(bundle, args.precision, cores, args.frames, args.repeat))
     for r in results:
         print("-- interpreter threads: {}{}".format(r["threads"], " (the app's setting)" if r is app else ""))
         print("inference alone : {:7.1f} fps".format(r["alone"]))
@@ -249,14 +272,14 @@ def main(argv=None):
             r["threaded"], ", ".join("{} {:.2f}".format(k, v) for k, v in r["stages"].items())))
         print("threaded, replay: {:7.1f} fps  (same pipeline, pre-rendered frames: no renderer cost)".format(
             r["replay"]))
-    best_alone = max(r["alone"] for r in results)
-    best_seq = max(r["sequential"] for r in results)
-    thr = app["threaded"]
-    print("-- ratios (the threaded app at its own setting)")
-    print("threaded/inference alone, same threads : {:.2f} (goal >= 0.9)".format(thr / app["alone"]))
-    print("threaded/inference alone, fastest      : {:.2f}".format(thr / best_alone))
-    print("threaded/sequential, fastest sequential: {:.2f} (goal >= 1.3)".format(thr / best_seq))
-    print("threaded/sequential, same threads      : {:.2f}".format(thr / app["sequential"]))
+    # Per round: the fastest inference alone / sequential loop of either thread count.
+    fastest = {k: [max(v) for v in zip(*(r["runs"][k] for r in results))] for k in ("alone", "sequential")}
+    thr = app["runs"]["threaded"]
+    print("-- ratios of the threaded app at its own setting (median of per-round ratios)")
+    print("threaded/inference alone, same threads : {} (goal >= 0.9)".format(_ratio(thr, app["runs"]["alone"])))
+    print("threaded/inference alone, fastest      : {}".format(_ratio(thr, fastest["alone"])))
+    print("threaded/sequential, same threads      : {} (goal >= 1.3)".format(_ratio(thr, app["runs"]["sequential"])))
+    print("threaded/sequential, fastest sequential: {}".format(_ratio(thr, fastest["sequential"])))
     seq_ms = app["seq_ms"]
     host = seq_ms["preprocess"] + seq_ms["decode"] + seq_ms["overlay"]
     print("host overhead   : {:.2f} ms per 640x480 frame (preprocess {:.2f} + decode/NMS {:.2f} + overlay {:.2f}; "
@@ -266,7 +289,8 @@ def main(argv=None):
     render = render_ms(args.frames)
     ceiling = 1000.0 * cores / (invoke_cpu_ms + render + host)
     print("CPU ceiling     : {:7.1f} fps = {} cores / (invoke {:.2f} CPU-ms on 1 thread + render {:.2f} + host {:.2f}); "
-          "ceiling/fastest inference {:.2f}".format(ceiling, cores, invoke_cpu_ms, render, host, ceiling / best_alone))
+          "ceiling/fastest inference {:.2f}".format(ceiling, cores, invoke_cpu_ms, render, host,
+                                                    ceiling / max(r["alone"] for r in results)))
     return 0
 
 
