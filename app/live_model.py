@@ -79,7 +79,6 @@ class InputWriter(object):
                         "the model was calibrated on another input range; using the slow exact path",
                         self.quantization[0], self.quantization[1], list(float_range))
 
-
     def prepare(self, image_bgr):
         """The input tensor's next contents for a BGR frame, as a new [H, W, 3] array.
 

@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 # Worker = one interpreter with its input writer, output reader and decoder.
 Worker = collections.namedtuple("Worker", "interpreter writer reader decoder model")
 # What capture hands to inference. `index` counts the source's frames from 1. `prepared` is
-# (writer layout, input array, seconds it took) from InputWriter.prepare, or None.
-FrameJob = collections.namedtuple("FrameJob", "source index name image time prepared")
+# (writer layout, input array) from InputWriter.prepare, `prepare_s` the seconds it took.
+FrameJob = collections.namedtuple("FrameJob", "source index name image time prepared prepare_s")
 # What the output stage gives every sink. boxes: float32 [K, 4] pixels (x0, y0, x1, y1);
 # detections: app.postprocess.Detections (normalized ymin, xmin, ymax, xmax); raw: the
 # source frame, BGR, untouched (for checkers); image: a copy with the overlay drawn when a
@@ -240,7 +240,7 @@ class Pipeline(object):
                 if self._lost[i]:
                     self._mark_back(i)
                 self.stats.count(source.name, "capture")
-                job = FrameJob(i, index, frame[1], frame[0], time.time(), self._prepare(frame[0]))
+                job = FrameJob(i, index, frame[1], frame[0], time.time(), *self._prepare(frame[0]))
                 if not self._hand_off(i, source, job):
                     break
         except Closed:
@@ -263,7 +263,7 @@ class Pipeline(object):
         return False
 
     def _prepare(self, image):
-        """(layout, input array, seconds) for the live workers' input, made on the capture thread.
+        """((layout, input array), seconds) for the live workers' input, made on the capture thread.
 
         Resizing here overlaps the interpreter's invoke of the previous frame, so the inference
         thread only copies the array in; a worker whose layout differs (after
@@ -273,7 +273,7 @@ class Pipeline(object):
             writer = self._active[0].writer
         t0 = time.monotonic()
         prepared = writer.prepare(image)
-        return writer.layout, prepared, time.monotonic() - t0
+        return (writer.layout, prepared), time.monotonic() - t0
 
     def _mark_lost(self, i, reason):
         """Reports source i lost once per outage."""
@@ -337,8 +337,8 @@ class Pipeline(object):
                     continue
                 job = got[1]
                 t0 = time.monotonic()
-                if worker.writer.write_prepared(job.prepared and job.prepared[:2], job.image):
-                    t0 -= job.prepared[2]  # the resize ran on the capture thread; count it here
+                if worker.writer.write_prepared(job.prepared, job.image):
+                    t0 -= job.prepare_s  # the resize ran on the capture thread; count it here
                 t1 = time.monotonic()
                 self._invoking[i] = (generation, t1)
                 worker.interpreter.invoke()

@@ -77,3 +77,35 @@ def test_class_agnostic_nms_suppresses_across_classes():
 def test_bad_arguments_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _brute_force_nms(boxes, scores, class_ids, iou_threshold, max_per_class, max_total):
+    """Per-class greedy NMS written out the slow way, one pair at a time."""
+    def iou(a, b):
+        inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0)
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        return inter / union if union > 0 else 0.0
+    kept = []
+    for cls in sorted(set(class_ids.tolist())):
+        order = sorted(np.nonzero(class_ids == cls)[0], key=lambda i: (-scores[i], i))
+        mine = []
+        for i in order:
+            if len(mine) < max_per_class and all(iou(boxes[i], boxes[j]) <= iou_threshold for j in mine):
+                mine.append(i)
+        kept.extend(mine)
+    return sorted(kept, key=lambda i: (-scores[i], i))[:max_total]
+
+
+def test_matrix_and_row_paths_agree_with_brute_force(monkeypatch):
+    # Up to MATRIX_LIMIT boxes NMS reads one IoU matrix; above it, IoU rows per kept box.
+    rng = np.random.RandomState(3)
+    corners = rng.rand(300, 2).astype(np.float32) * 0.8
+    boxes = np.concatenate([corners, corners + 0.05 + 0.15 * rng.rand(300, 2).astype(np.float32)], axis=1)
+    scores = np.round(rng.rand(300), 2).astype(np.float32)  # rounded: many ties
+    class_ids = rng.randint(0, 3, 300)
+    want = _brute_force_nms(boxes, scores, class_ids, 0.3, 40, 100)
+    matrix = nms.per_class_nms(boxes, scores, class_ids, 0.3, 40, 100)
+    monkeypatch.setattr(nms, "MATRIX_LIMIT", 10)
+    rows = nms.per_class_nms(boxes, scores, class_ids, 0.3, 40, 100)
+    assert matrix.tolist() == rows.tolist() == [int(i) for i in want]
+    assert len(want) > 50
