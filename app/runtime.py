@@ -222,8 +222,8 @@ def cpu_threads(num_threads):
 
     The live interpreter shares the machine with the capture and output threads. On 2 cores,
     a 2-thread interpreter in the threaded app ran the demo at 340 fps against 497 fps with
-    1 thread: each invoke waited for whichever half of its work had lost its core
-    (benchmarks/pipeline.py prints both).
+    1 thread: half of each invoke's work waited for a core the other threads held
+    (benchmarks/pipeline.py prints both settings).
     """
     if num_threads < 0:
         raise UserError("num_threads: expected >= 0 (0 = auto: all cores but one), got {}".format(num_threads))
