@@ -5,8 +5,9 @@
 overwrites the waiting one and the drop is counted, so a stale frame is never
 processed. A file source puts with `block=True` instead and waits for its slot to
 empty, so every frame is processed in order. Any number of inference threads `get`
-from it; the source that has waited longest goes first, which shares the
-interpreters fairly between cameras.
+from it; the source served longest ago goes first (ties: the frame that has waited
+longest), which shares the interpreters fairly between cameras even when every slot is
+always full.
 
 `ResultQueue` is the bounded FIFO from inference to the output stage.
 """
@@ -28,6 +29,8 @@ class FrameSlots(object):
         self._cond = threading.Condition()
         self._items = collections.OrderedDict()  # key -> (item, put time), oldest first
         self._drops = collections.Counter()
+        self._served = {}  # key -> number of the get() that last took its item
+        self._gets = 0
         self._closed = False
 
     def put(self, key, item, block=False, timeout=None):
@@ -60,7 +63,11 @@ class FrameSlots(object):
             return True
 
     def get(self, timeout=None):
-        """Takes the item that has waited longest, waiting up to `timeout` seconds.
+        """Takes the item of the key served longest ago (never served first; ties: the item that
+        has waited longest), waiting up to `timeout` seconds.
+
+        Ordering by put time alone is unfair when producers overwrite: a fast camera's frame is
+        always new, so it would always wait behind a slower one.
 
         Returns:
           (key, item), or None on timeout.
@@ -73,7 +80,10 @@ class FrameSlots(object):
                 return None
             if self._closed:
                 raise Closed()
-            key, (item, _) = self._items.popitem(last=False)
+            key = min(self._items, key=lambda k: self._served.get(k, -1))  # first minimum: oldest put
+            item = self._items.pop(key)[0]
+            self._gets += 1
+            self._served[key] = self._gets
             self._cond.notify_all()  # wake a blocking producer waiting for this slot
             return key, item
 

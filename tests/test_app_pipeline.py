@@ -43,6 +43,18 @@ def test_slots_serve_the_longest_waiting_source_first():
     assert [slots.get(0.1)[0] for _ in range(2)] == ["b", "a"]
 
 
+def test_slots_take_turns_when_every_slot_is_always_full():
+    # Camera "a" always delivers just after "b": ordered by put time alone, "b" would be
+    # served every time and "a" never. The key served longest ago goes first instead.
+    slots = FrameSlots()
+    got = []
+    for i in range(6):
+        slots.put("b", i)
+        slots.put("a", i)
+        got.append(slots.get(timeout=0.1)[0])
+    assert got == ["b", "a"] * 3
+
+
 def test_blocking_put_waits_for_the_consumer_and_drops_nothing():
     slots = FrameSlots()
     got = []
