@@ -355,6 +355,10 @@ def _camera_noise(rng, image):
 class MovingScene(object):
     """A few shapes drifting and bouncing over a fixed background: the app's `synthetic` camera.
 
+    Shapes come from the training set's size range (MIN_SIZE..MAX_SIZE of the shorter side),
+    so the demo model sees the camera as it saw its training data, up to the stretch from the
+    frame's aspect to the model's.
+
     Args:
       width: frame width in pixels (>= 32).
       height: frame height in pixels (>= 32).
@@ -373,7 +377,7 @@ class MovingScene(object):
         self._shapes, self._motion = [], []
         for i in range(count):
             class_id = i if i < len(CLASS_NAMES) else rng.randint(len(CLASS_NAMES))
-            shape = random_shape(rng, class_id, self.height, self.width, (0.15, 0.3))
+            shape = random_shape(rng, class_id, self.height, self.width)  # the training sizes
             y0, x0, y1, x1 = _bounding_box(shape, self.height, self.width)
             under = self._background[y0:y1:3, x0:x1:3].reshape(-1, 3).astype(np.float32)
             avoid = [s.colour for s in self._shapes]

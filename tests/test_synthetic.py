@@ -110,8 +110,9 @@ def test_moving_scene_moves_smoothly_and_bounces_inside():
                 assert np.abs(boxes[i] - previous[i]).max() < 0.05  # a few pixels, never a jump
                 travelled += np.abs(boxes[i] - previous[i]).sum()
         previous = boxes
-    # 300 frames at >= 1 px/frame cross the frame, so only bouncing keeps all three in view.
-    assert travelled > 1.0 and full_frames > 200
+    # 300 frames at >= 1 px/frame cross the frame, so only bouncing keeps all three in view
+    # (in the other frames one shape is more than 60% hidden behind another: 122 of 300 here).
+    assert travelled > 1.0 and full_frames > 150
     assert scene.frame_index == 300
 
 
@@ -123,3 +124,34 @@ def test_moving_scene_next_image_paints_what_next_frame_paints():
         expected, _, _ = with_boxes.next_frame()
         np.testing.assert_array_equal(camera.next_image(), expected)
     assert camera.frame_index == with_boxes.frame_index == 20
+
+
+def test_demo_model_sees_the_moving_scene_like_its_training_data():
+    """The synthetic camera draws shapes the demo model was trained on: at the default 640x480
+    (stretched to the 224x192 input), mAP@0.5 on 240 frames of 8 scenes. Measured 0.875 on 600
+    frames of 20 scenes; with the camera's old sizes (0.15-0.3 of the shorter side) it was 0.62."""
+    pytest.importorskip("pycocotools")
+    from app import live_model, runtime
+    from app.bundle import load_bundle
+    from conftest import ROOT
+    from training.evaluate import coco_metrics
+
+    bundle = load_bundle(str(ROOT / "models" / "demo"))
+    engine, key = runtime.open_bundle_engine(bundle, "cpu", "int8", num_threads=1)
+    reader = live_model.OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
+    writer = live_model.InputWriter(engine.interpreter, bundle.float_range)
+    decoder = live_model.BundleDecoder(reader, bundle, dict(bundle.postprocess, class_score_thresholds={}))
+    Truth = collections.namedtuple("Truth", "height width boxes classes")
+    truths, predictions = [], []
+    for seed in range(8):
+        scene = synthetic.MovingScene(640, 480, seed=seed)
+        for _ in range(30):
+            image, boxes, class_ids = scene.next_frame()
+            for _ in range(3):
+                scene.next_image()  # frames 4 apart: more poses in fewer frames
+            writer.write(image)
+            engine.interpreter.invoke()
+            predictions.append(decoder.decode(reader.read()))
+            truths.append(Truth(480, 640, boxes, class_ids))
+    assert sum(len(t.boxes) for t in truths) > 400
+    assert coco_metrics(truths, predictions, 3)["map50"] >= 0.8
