@@ -128,8 +128,8 @@ def test_moving_scene_next_image_paints_what_next_frame_paints():
 
 def test_demo_model_sees_the_moving_scene_like_its_training_data():
     """The synthetic camera draws shapes the demo model was trained on: at the default 640x480
-    (stretched to the 224x192 input), mAP@0.5 on 240 frames of 8 scenes. Measured 0.875 on 600
-    frames of 20 scenes; with the camera's old sizes (0.15-0.3 of the shorter side) it was 0.62."""
+    (stretched to the 224x192 input), mAP@0.5 on 600 frames of 20 scenes at the live thresholds:
+    0.875; with the camera's old sizes (0.15-0.3 of the shorter side) it was 0.62."""
     pytest.importorskip("pycocotools")
     from app import live_model, runtime
     from app.bundle import load_bundle
@@ -143,7 +143,7 @@ def test_demo_model_sees_the_moving_scene_like_its_training_data():
     decoder = live_model.BundleDecoder(reader, bundle, dict(bundle.postprocess, class_score_thresholds={}))
     Truth = collections.namedtuple("Truth", "height width boxes classes")
     truths, predictions = [], []
-    for seed in range(8):
+    for seed in range(20):
         scene = synthetic.MovingScene(640, 480, seed=seed)
         for _ in range(30):
             image, boxes, class_ids = scene.next_frame()
@@ -153,5 +153,7 @@ def test_demo_model_sees_the_moving_scene_like_its_training_data():
             engine.interpreter.invoke()
             predictions.append(decoder.decode(reader.read()))
             truths.append(Truth(480, 640, boxes, class_ids))
-    assert sum(len(t.boxes) for t in truths) > 400
-    assert coco_metrics(truths, predictions, 3)["map50"] >= 0.8
+    assert sum(len(t.boxes) for t in truths) > 1000
+    map50 = coco_metrics(truths, predictions, 3)["map50"]
+    print("demo model on the synthetic camera, 640x480: mAP@0.5 {:.3f}".format(map50))
+    assert map50 >= 0.8
