@@ -7,7 +7,9 @@ Live sources overwrite their slot, so inference always takes the newest frame an
 drops are counted; files hand off with a blocking put so every frame is processed in
 order. The capture thread also prepares each frame for the live model's input
 (`InputWriter.prepare`), so the inference thread only copies it in and invokes (the
-interpreter releases the GIL) and the interpreter idles as little as possible;
+interpreter releases the GIL) and the interpreter idles as little as possible. It hands each
+result on just before the next invoke (at once when no frame waits), so the output thread
+decodes while the interpreter runs;
 everything else runs on the output thread, which calls `sink.write(result)` for every
 sink and marks the frame done (the systemd watchdog and /healthz key off that).
 
@@ -323,13 +325,22 @@ class Pipeline(object):
             return self._active[i]
 
     def _infer(self, i, generation):
+        # A frame's result is handed to the output stage just before the NEXT frame's invoke
+        # (or at once when no frame is waiting): the output thread, woken by the hand-off, then
+        # decodes while the interpreter runs instead of holding the GIL while this thread
+        # fetches and copies in the next frame.
+        pending = None
         try:
             while True:
                 worker = self._current(i, generation)
                 if worker is None:
                     break  # retired by replace_workers, or given up on while hung
-                got = self._slots.get(timeout=POLL_S)
+                got = self._slots.get(timeout=0 if pending is not None else POLL_S)
                 if got is None:
+                    if pending is not None:
+                        self._results.put(pending)
+                        pending = None
+                        continue
                     with self._lock:
                         finished = self._captures_left == 0
                     if finished and self._slots.pending() == 0:
@@ -340,16 +351,23 @@ class Pipeline(object):
                 if worker.writer.write_prepared(job.prepared, job.image):
                     t0 -= job.prepare_s  # the resize ran on the capture thread; count it here
                 t1 = time.monotonic()
-                self._invoking[i] = (generation, t1)
+                if pending is not None:
+                    self._results.put(pending)
+                    pending = None
+                started = time.monotonic()
+                self._invoking[i] = (generation, started)
                 worker.interpreter.invoke()
                 self._invoking.pop(i, None)
                 t2 = time.monotonic()
                 if self._generation[i] != generation:
                     return  # the supervisor gave up on this invoke; its replacement owns slot i
                 raw = worker.reader.read()
+                invoke_s = t2 - started
                 self.stats.stage("preprocess", t1 - t0)
-                self.stats.stage("invoke", t2 - t1)
-                self._results.put((job, raw, worker, {"preprocess": t1 - t0, "invoke": t2 - t1}))
+                self.stats.stage("invoke", invoke_s)
+                pending = (job, raw, worker, {"preprocess": t1 - t0, "invoke": invoke_s})
+            if pending is not None:
+                self._results.put(pending)
         except Closed:
             pass
         finally:

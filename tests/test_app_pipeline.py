@@ -351,3 +351,39 @@ def test_sinks_that_want_pictures_get_the_overlay_and_the_raw_frame_stays_clean(
         overlay.draw_result(expected, result, "hud")
         np.testing.assert_array_equal(result.image, expected)
         assert (result.image != result.raw).any(axis=2).mean() > 0.01
+
+
+def test_a_result_is_not_held_back_waiting_for_the_next_frame(tiny_bundle):  # noqa: F811
+    # The inference thread hands a result on just before the next frame's invoke, or at once
+    # when no frame waits: a camera that goes quiet after one frame still gets it reported.
+    sink = _Collect()
+    second = threading.Event()
+
+    class Quiet(object):
+        live, name = True, "quiet"
+
+        def __init__(self):
+            self.sent = 0
+
+        def read(self):
+            if self.sent == 1:
+                second.wait(10.0)
+            self.sent += 1
+            return _frame(self.sent, 120, 160), self.name
+
+        def reopen(self):
+            return True
+
+        def close(self):
+            second.set()
+
+    pipeline = Pipeline([Quiet()], [_worker(tiny_bundle)], {0: "c", 1: "s", 2: "t"}, [sink], Stats(), max_frames=2)
+    pipeline.start()
+    deadline = time.monotonic() + 5.0
+    while not sink.results and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r.frame for r in sink.results] == [1]  # frame 2 has not even been read yet
+    second.set()
+    pipeline.wait()
+    pipeline.join()
+    assert [r.frame for r in sink.results] == [1, 2]

@@ -121,9 +121,9 @@ def test_replace_workers_switches_between_frames_without_losing_any(tiny_bundle)
     assert frames == list(range(1, 31))  # a file-like source: every frame, in order, none lost
     models = [m for _, m in seen]
     switch = models.index("float")
-    # Frames the int8 worker already took (the bounded result queue + the one in flight)
-    # finish on it; after that only float.
-    assert 10 <= switch <= 10 + RESULT_QUEUE_SIZE + 1 and set(models[:switch]) == {"int8"} and set(models[switch:]) == {"float"}
+    # Frames the int8 worker already took (the bounded result queue, the finished one it hands
+    # on before its next invoke, and the one in flight) finish on it; after that only float.
+    assert 10 <= switch <= 10 + RESULT_QUEUE_SIZE + 2 and set(models[:switch]) == {"int8"} and set(models[switch:]) == {"float"}
     assert stats.model == "float" and pipeline.workers[0].model == "float"
 
 
