@@ -124,17 +124,18 @@ def _logit_bounds(thresholds, score_converter):
 
 @functools.lru_cache(maxsize=64)
 def _column_rule(num_classes, score_threshold, class_thresholds, background_class, score_converter,
-                 quantization):
+                 quantization, one_byte):
     """(thresholds, bounds) per logits column, worked out once per setting (the live decoder asks
     the same question every frame).
 
     Args:
       class_thresholds: ((class_id, threshold), ...), hashable.
       quantization: (scale, zero_point) of integer logits, or None for float logits.
+      one_byte: the logits are (u)int8.
 
     Returns:
       read-only float64 [C] score thresholds, and the `_logit_bounds` in the logits' own
-      domain: int64 for integer logits, float64 otherwise.
+      domain: int64 for integer logits (int16 for sigmoid (u)int8 logits), float64 otherwise.
     """
     thresholds = _class_thresholds(num_classes, score_threshold, dict(class_thresholds), background_class)
     bounds = _logit_bounds(thresholds, score_converter)
@@ -145,6 +146,9 @@ def _column_rule(num_classes, score_threshold, class_thresholds, background_clas
         with np.errstate(invalid="ignore"):
             bounds = np.floor(bounds / float(scale) + offset)
         bounds = np.clip(np.nan_to_num(bounds), -2 ** 31, 2 ** 31 - 1).astype(np.int64)
+        if one_byte and score_converter == "sigmoid":
+            # (u)int8 against bounds clipped just outside its range: same answer, a narrower compare.
+            bounds = np.clip(bounds, -129, 256).astype(np.int16)
     thresholds.setflags(write=False)
     bounds.setflags(write=False)
     return thresholds, bounds
@@ -158,9 +162,6 @@ def _candidates(logits, bounds, score_converter):
         if logits.dtype.kind in "iu":
             values = logits.astype(np.int64)
         values = values - values.max(axis=1, keepdims=True)
-    elif logits.dtype.itemsize == 1:
-        # (u)int8 against bounds clipped just outside its range: same answer, a narrower compare.
-        bounds = np.clip(bounds, -129, 256).astype(np.int16)
     rows, cols = np.nonzero(values >= bounds[None, :])
     return rows, cols
 
@@ -244,7 +245,7 @@ def decode_ssd(box_encodings, class_logits, anchors, box_coder_scales=box_coder.
     thresholds, bounds = _column_rule(
         logits.shape[1], float(score_threshold),
         tuple(sorted((int(k), float(v)) for k, v in (class_score_thresholds or {}).items())),
-        bool(background_class), score_converter, quantization)
+        bool(background_class), score_converter, quantization, logits.dtype.itemsize == 1)
     rows, cols = _candidates(logits, bounds, score_converter)
     scores = _candidate_scores(logits, rows, cols, score_converter, logit_quantization or (1.0, 0))
     passed = scores >= thresholds[cols]

@@ -15,7 +15,6 @@ always full.
 import collections
 import queue
 import threading
-import time
 
 
 class Closed(Exception):
@@ -27,7 +26,7 @@ class FrameSlots(object):
 
     def __init__(self):
         self._cond = threading.Condition()
-        self._items = collections.OrderedDict()  # key -> (item, put time), oldest first
+        self._items = collections.OrderedDict()  # key -> item, oldest put first
         self._drops = collections.Counter()
         self._served = {}  # key -> number of the get() that last took its item
         self._gets = 0
@@ -58,7 +57,7 @@ class FrameSlots(object):
             if key in self._items:
                 self._drops[key] += 1
                 del self._items[key]
-            self._items[key] = (item, time.monotonic())
+            self._items[key] = item
             self._cond.notify_all()
             return True
 
@@ -81,7 +80,7 @@ class FrameSlots(object):
             if self._closed:
                 raise Closed()
             key = min(self._items, key=lambda k: self._served.get(k, -1))  # first minimum: oldest put
-            item = self._items.pop(key)[0]
+            item = self._items.pop(key)
             self._gets += 1
             self._served[key] = self._gets
             self._cond.notify_all()  # wake a blocking producer waiting for this slot

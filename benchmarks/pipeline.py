@@ -33,6 +33,7 @@ timing before a trained bundle exists. Timings do not depend on the weights.
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -197,11 +198,6 @@ def make_untrained(out):
     return out
 
 
-def _median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
-
-
 LOOPS = ("alone", "sequential", "threaded", "replay")
 
 
@@ -231,14 +227,14 @@ def measure(bundle, precision, thread_counts, frames, repeat):
             for k in LOOPS:
                 result["runs"][k].append(fps[k])
     for result in results:
-        result.update({k: _median(v) for k, v in result["runs"].items()})
+        result.update({k: statistics.median(v) for k, v in result["runs"].items()})
     return results
 
 
 def _ratio(numerator, denominator):
     """Median of the per-round ratios, and their range."""
     ratios = [a / b for a, b in zip(numerator, denominator)]
-    return "{:.2f} (rounds {:.2f}-{:.2f})".format(_median(ratios), min(ratios), max(ratios))
+    return "{:.2f} (rounds {:.2f}-{:.2f})".format(statistics.median(ratios), min(ratios), max(ratios))
 
 
 def main(argv=None):
