@@ -10,6 +10,7 @@ shape must be static, and no float tensor may be left between input and outputs.
 import numpy as np
 
 from app import preprocess
+from training import tflite_model
 
 # Ops that legitimately touch a float tensor in a full-integer model: none. The
 # (de)quantize ops at the boundary are uint8 <-> int8 when inference types are uint8.
@@ -148,7 +149,10 @@ def check_full_integer(model_content, input_range=preprocess.INPUT_RANGE, scale_
     if dynamic:
         problems.append("dynamic shapes (-1 in shape_signature) in {} tensors, e.g. {}".format(
             len(dynamic), dynamic[:3]))
-    problems.extend(_float_ops(interp, tensors))
+    floats = tflite_model.float_ops(interp)
+    if floats:
+        problems.append("{} op(s) still compute in float between input and outputs: {}".format(
+            len(floats), sorted(set(floats))))
     if problems:
         raise ConversionCheckError("; ".join(problems))
 
@@ -171,16 +175,3 @@ def input_quantization_problem(input_detail, input_range=preprocess.INPUT_RANGE,
                 scale, zero, want_scale, " or ".join(str(z) for z in sorted({int(np.floor(want_zero)),
                                                                               int(np.ceil(want_zero))})),
                 list(input_range)))
-
-
-def _float_ops(interp, tensors):
-    """Descriptions of ops that read or write a float32 tensor (a CPU fallback in the graph)."""
-    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in tensors}
-    bad = []
-    for op in interp._get_ops_details():
-        used = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
-        if any(dtypes.get(i) == np.float32 for i in used):
-            bad.append(op["op_name"])
-    if not bad:
-        return []
-    return ["{} op(s) still compute in float between input and outputs: {}".format(len(bad), sorted(set(bad)))]

@@ -24,6 +24,25 @@ def _interpreter(path, num_threads=None):
     return interp
 
 
+def float_ops(interp, ops_total=None, skip=()):
+    """Names of the ops, in graph order, that read or write a float tensor: what still computes
+    in float in a quantized model, and so would fall back to the CPU on an Edge TPU.
+
+    Args:
+      interp: an ai_edge_litert Interpreter of the model.
+      ops_total: look at the model's first `ops_total` ops only (ops a delegate appends are
+        not the model's); None looks at all.
+      skip: op names not to report, e.g. the CPU post-processing tail of an SSD.
+    """
+    kinds = {t["index"]: np.dtype(t["dtype"]).kind for t in interp.get_tensor_details()}
+    found = []
+    for op in interp._get_ops_details()[:ops_total]:
+        used = [int(i) for i in list(op["inputs"]) + list(op["outputs"]) if int(i) >= 0]
+        if op["op_name"] not in skip and any(kinds.get(i) == "f" for i in used):
+            found.append(op["op_name"])
+    return found
+
+
 def _signature_outputs(interp):
     """{output key: tensor index} from the serving signature, or {} when it has none."""
     signatures = interp._get_full_signature_list() or {}

@@ -5,8 +5,7 @@ mapping the model (errors); edgetpu_partition says how much of it would run on t
 CPU (a warning: it works, slower).
 """
 
-import numpy as np
-
+from training import tflite_model
 from training.diagnose.findings import finding
 from training.edgetpu import preflight
 
@@ -18,23 +17,6 @@ POSTPROCESS_TAIL_OPS = ("DEQUANTIZE", "QUANTIZE", "TFLite_Detection_PostProcess"
 
 def _problem(report, words):
     return next((p for p in report["problems"] if all(w in p for w in words)), None)
-
-
-def float_ops_outside_postprocess(interp, ops_total):
-    """Names of ops touching float activations, other than the post-processing tail.
-
-    Args:
-      interp: an allocated ai_edge_litert Interpreter of the quantized model.
-      ops_total: number of ops in the model (delegate ops the interpreter appends are ignored).
-    """
-    tensors = {d["index"]: d for d in interp.get_tensor_details()}
-    found = []
-    for op in interp._get_ops_details()[:ops_total]:
-        touched = [tensors.get(int(i)) for i in list(op["inputs"]) + list(op["outputs"]) if int(i) >= 0]
-        if op["op_name"] not in POSTPROCESS_TAIL_OPS and \
-                any(t is not None and np.dtype(t["dtype"]).kind == "f" for t in touched):
-            found.append(op["op_name"])
-    return found
 
 
 def edgetpu_findings(quant_path, quant_interp=None):
@@ -49,7 +31,7 @@ def edgetpu_findings(quant_path, quant_interp=None):
     findings = []
     floats = _problem(report, ("float tensor",))
     if floats and quant_interp is not None and \
-            not float_ops_outside_postprocess(quant_interp, report["ops_total"]):
+            not tflite_model.float_ops(quant_interp, report["ops_total"], POSTPROCESS_TAIL_OPS):
         floats = None  # only the post-processing tail is float: it runs on the CPU by design
     if floats:
         findings.append(finding(
