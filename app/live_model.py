@@ -165,6 +165,21 @@ def check_labels(reader, labels, model_path):
                                                                  ", ".join(labels[:6])))
 
 
+def bundle_worker(engine, bundle, key, thresholds):
+    """An opened bundle model wired for the live path: an app.pipeline.Worker.
+
+    Args:
+      engine: app.runtime.Engine running the bundle's model `key`.
+      bundle: app.bundle.Bundle.
+      key: "edgetpu" | "int8" | "float", the model.json entry whose output names are read.
+      thresholds: decode_ssd keyword arguments.
+    """
+    from app.pipeline import Worker
+    reader = OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
+    writer = InputWriter(engine.interpreter, bundle.float_range)
+    return Worker(engine.interpreter, writer, reader, BundleDecoder(reader, bundle, thresholds), key)
+
+
 class BundleDecoder(object):
     """Raw head outputs -> Detections with the bundle's anchors, box coder and thresholds.
 

@@ -14,7 +14,6 @@ is the one place they become source-frame pixels [x0, y0, x1, y1].
 
 import collections
 import functools
-import math
 
 import numpy as np
 

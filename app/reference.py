@@ -47,7 +47,6 @@ import numpy as np
 from app import agreement as agreement_lib
 from app import diagnosis, live_model, runtime
 from app.errors import UserError
-from app.pipeline import Worker
 from app.postprocess import Detections
 
 log = logging.getLogger(__name__)
@@ -101,12 +100,8 @@ def open_float_worker(bundle, thresholds, num_threads=1):
     if "float" not in bundle.models:
         raise UserError("{}: the bundle has no model_float.tflite, so the live model cannot be checked. "
                         "Re-export it, or set reference.enabled: false".format(bundle.path))
-    entry = bundle.models["float"]
-    engine = runtime.make_cpu_engine(entry.file, num_threads)
-    reader = live_model.OutputReader(engine.interpreter, entry.outputs, engine.model_path)
-    writer = live_model.InputWriter(engine.interpreter, bundle.float_range)
-    decoder = live_model.BundleDecoder(reader, bundle, thresholds)
-    return engine, Worker(engine.interpreter, writer, reader, decoder, "float")
+    engine = runtime.make_cpu_engine(bundle.models["float"].file, num_threads)
+    return engine, live_model.bundle_worker(engine, bundle, "float", thresholds)
 
 
 def detect(worker, image_bgr):

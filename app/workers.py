@@ -123,11 +123,9 @@ class LiveModel(object):
             decoder = live_model.ForeignDecoder(reader, self.thresholds)
             return engine, Worker(engine.interpreter, writer, reader, decoder, os.path.basename(engine.model_path))
         engine, key = runtime.open_bundle_engine(self.bundle, cfg.runtime, cfg.precision, device, cfg.num_threads)
-        reader = live_model.OutputReader(engine.interpreter, self.bundle.models[key].outputs, engine.model_path)
-        live_model.check_labels(reader, list(self.bundle.labels), engine.model_path)
-        writer = live_model.InputWriter(engine.interpreter, self.bundle.float_range)
-        decoder = live_model.BundleDecoder(reader, self.bundle, self.thresholds)
-        return engine, Worker(engine.interpreter, writer, reader, decoder, key)
+        worker = live_model.bundle_worker(engine, self.bundle, key, self.thresholds)
+        live_model.check_labels(worker.reader, list(self.bundle.labels), engine.model_path)
+        return engine, worker
 
     def rebuild(self, index, worker):
         """A fresh Worker replacing `worker` (worker `index`) after its invoke hung."""

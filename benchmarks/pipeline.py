@@ -41,7 +41,7 @@ import numpy as np
 
 from app import live_model, overlay, postprocess, runtime
 from app.bundle import load_bundle
-from app.pipeline import Pipeline, Worker
+from app.pipeline import Pipeline
 from app.sources import SyntheticSource
 from app.stats import Stats
 
@@ -49,10 +49,7 @@ from app.stats import Stats
 def _worker(bundle, precision, threads):
     thresholds = dict(bundle.postprocess, class_score_thresholds={})
     engine, key = runtime.open_bundle_engine(bundle, "cpu", precision, num_threads=threads)
-    reader = live_model.OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
-    writer = live_model.InputWriter(engine.interpreter, bundle.float_range)
-    return engine, Worker(engine.interpreter, writer, reader, live_model.BundleDecoder(reader, bundle, thresholds),
-                          key)
+    return engine, live_model.bundle_worker(engine, bundle, key, thresholds)
 
 
 def inference_alone(worker, frames):

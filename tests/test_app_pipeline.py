@@ -13,7 +13,7 @@ import pytest
 
 from app import live_model, postprocess, preprocess, runtime
 from app.bundle import load_bundle
-from app.pipeline import Pipeline, Worker
+from app.pipeline import Pipeline
 from app.sinks import EventWriter, StatsWriter
 from app.slots import Closed, FrameSlots, ResultQueue
 from app.sources import CaptureSource, open_source
@@ -206,9 +206,7 @@ def test_outputs_are_found_by_name_and_labels_checked(tiny_bundle):  # noqa: F81
 def _worker(bundle_dir, precision="int8"):
     bundle = load_bundle(bundle_dir)
     engine, key = runtime.open_bundle_engine(bundle, "cpu", precision, num_threads=1)
-    reader = live_model.OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
-    writer = live_model.InputWriter(engine.interpreter, bundle.float_range)
-    return Worker(engine.interpreter, writer, reader, live_model.BundleDecoder(reader, bundle, THRESHOLDS), key)
+    return live_model.bundle_worker(engine, bundle, key, THRESHOLDS)
 
 
 def _reference(bundle_dir, image):

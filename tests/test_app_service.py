@@ -8,7 +8,7 @@ import pytest
 
 from app import live_model, overlay, runtime, service
 from app.bundle import load_bundle
-from app.pipeline import RESULT_QUEUE_SIZE, FrameResult, Pipeline, Worker
+from app.pipeline import RESULT_QUEUE_SIZE, FrameResult, Pipeline
 from app.postprocess import Detections
 from app.sources import open_source
 from app.stats import Stats
@@ -101,9 +101,7 @@ def test_systemd_notifier_pings_once_per_pace_and_masks_the_status(tmp_path):
 def _worker(bundle_dir, precision):
     bundle = load_bundle(bundle_dir)
     engine, key = runtime.open_bundle_engine(bundle, "cpu", precision, num_threads=1)
-    reader = live_model.OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
-    writer = live_model.InputWriter(engine.interpreter, bundle.float_range)
-    return Worker(engine.interpreter, writer, reader, live_model.BundleDecoder(reader, bundle, THRESHOLDS), key)
+    return live_model.bundle_worker(engine, bundle, key, THRESHOLDS)
 
 
 def test_replace_workers_switches_between_frames_without_losing_any(tiny_bundle):  # noqa: F811

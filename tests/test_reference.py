@@ -19,7 +19,6 @@ import pytest
 from app import diagnosis, live_model, reference, runtime, synthetic
 from app.bundle import load_bundle
 from app.errors import UserError
-from app.pipeline import Worker
 from app.postprocess import empty_detections
 
 from app_support import NUM_SAMPLES, reference_bundles  # noqa: F401  (session fixture)
@@ -41,10 +40,7 @@ def _thresholds(bundle):
 def _live(bundle):
     """(Engine, Worker) of the int8 model on the CPU, wired as app.cli does it."""
     engine, key = runtime.open_bundle_engine(bundle, "cpu", "int8", "", 1)
-    reader = live_model.OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
-    writer = live_model.InputWriter(engine.interpreter, bundle.float_range)
-    return engine, Worker(engine.interpreter, writer, reader,
-                          live_model.BundleDecoder(reader, bundle, _thresholds(bundle)), key)
+    return engine, live_model.bundle_worker(engine, bundle, key, _thresholds(bundle))
 
 
 class Recorder(object):

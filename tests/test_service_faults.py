@@ -21,7 +21,7 @@ import pytest
 
 from app import live_model, runtime
 from app.bundle import load_bundle
-from app.pipeline import EXIT_INVOKE_HUNG, Pipeline, Worker
+from app.pipeline import EXIT_INVOKE_HUNG, Pipeline
 from app.sources import open_source
 from app.stats import Stats
 from app_support import read_events, start_app, stop_app, wait_for
@@ -84,9 +84,7 @@ def test_camera_that_stalls_and_goes_away_is_reconnected_and_the_app_keeps_runni
 def _real_worker(bundle_dir):
     bundle = load_bundle(bundle_dir)
     engine, key = runtime.open_bundle_engine(bundle, "cpu", "int8", num_threads=1)
-    reader = live_model.OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
-    writer = live_model.InputWriter(engine.interpreter, bundle.float_range)
-    return Worker(engine.interpreter, writer, reader, live_model.BundleDecoder(reader, bundle, THRESHOLDS), key)
+    return live_model.bundle_worker(engine, bundle, key, THRESHOLDS)
 
 
 class HangingInterpreter(object):

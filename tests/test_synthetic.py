@@ -131,16 +131,14 @@ def test_demo_model_sees_the_moving_scene_like_its_training_data():
     (stretched to the 224x192 input), mAP@0.5 on 600 frames of 20 scenes at the live thresholds:
     0.875; with the camera's old sizes (0.15-0.3 of the shorter side) it was 0.62."""
     pytest.importorskip("pycocotools")
-    from app import live_model, runtime
+    from app import live_model, reference, runtime
     from app.bundle import load_bundle
     from conftest import ROOT
     from training.evaluate import coco_metrics
 
     bundle = load_bundle(str(ROOT / "models" / "demo"))
     engine, key = runtime.open_bundle_engine(bundle, "cpu", "int8", num_threads=1)
-    reader = live_model.OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
-    writer = live_model.InputWriter(engine.interpreter, bundle.float_range)
-    decoder = live_model.BundleDecoder(reader, bundle, dict(bundle.postprocess, class_score_thresholds={}))
+    worker = live_model.bundle_worker(engine, bundle, key, dict(bundle.postprocess, class_score_thresholds={}))
     Truth = collections.namedtuple("Truth", "height width boxes classes")
     truths, predictions = [], []
     for seed in range(20):
@@ -149,9 +147,7 @@ def test_demo_model_sees_the_moving_scene_like_its_training_data():
             image, boxes, class_ids = scene.next_frame()
             for _ in range(3):
                 scene.next_image()  # frames 4 apart: more poses in fewer frames
-            writer.write(image)
-            engine.interpreter.invoke()
-            predictions.append(decoder.decode(reader.read()))
+            predictions.append(reference.detect(worker, image))
             truths.append(Truth(480, 640, boxes, class_ids))
     assert sum(len(t.boxes) for t in truths) > 1000
     map50 = coco_metrics(truths, predictions, 3)["map50"]
