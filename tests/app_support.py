@@ -5,6 +5,7 @@
   theirs ("broken"): the float network's SavedModel converted full-integer with raw 0..255
   float32 images as representative data. Built once per session.
 - `start_app` / `stop_app`: `python -m app` as a real subprocess.
+- `cpu_worker`: a bundle's model on the CPU, wired as the app wires it, with `THRESHOLDS`.
 - `free_port`, `wait_for`.
 """
 
@@ -23,6 +24,16 @@ import pytest
 from conftest import ROOT
 
 NUM_SAMPLES = 4
+THRESHOLDS = {"score_threshold": 0.4, "iou_threshold": 0.6, "max_detections": 5, "max_detections_per_class": 3}
+
+
+def cpu_worker(bundle_dir, precision="int8"):
+    """app.pipeline.Worker of the bundle's `precision` model on one CPU thread."""
+    from app import live_model, runtime
+    from app.bundle import load_bundle
+    bundle = load_bundle(bundle_dir)
+    engine, key = runtime.open_bundle_engine(bundle, "cpu", precision, num_threads=1)
+    return live_model.bundle_worker(engine, bundle, key, THRESHOLDS)
 
 
 def write_samples(folder, count=NUM_SAMPLES, seed=11):

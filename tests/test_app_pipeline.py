@@ -18,9 +18,9 @@ from app.sinks import EventWriter, StatsWriter
 from app.slots import Closed, FrameSlots, ResultQueue
 from app.sources import CaptureSource, open_source
 from app.stats import Stats
+from app_support import THRESHOLDS, cpu_worker
 from tiny_bundle import build_int8_io_model, tiny_bundle  # noqa: F401
 
-THRESHOLDS = {"score_threshold": 0.4, "iou_threshold": 0.6, "max_detections": 5, "max_detections_per_class": 3}
 
 
 # ----------------------------------------------------------------------------- slots
@@ -203,12 +203,6 @@ def test_outputs_are_found_by_name_and_labels_checked(tiny_bundle):  # noqa: F81
 # ----------------------------------------------------------------------------- the pipeline
 
 
-def _worker(bundle_dir, precision="int8"):
-    bundle = load_bundle(bundle_dir)
-    engine, key = runtime.open_bundle_engine(bundle, "cpu", precision, num_threads=1)
-    return live_model.bundle_worker(engine, bundle, key, THRESHOLDS)
-
-
 def _reference(bundle_dir, image):
     """What the app must report for one frame, computed without any app/ pipeline code."""
     from ai_edge_litert.interpreter import Interpreter
@@ -238,7 +232,7 @@ def test_folder_run_reports_every_frame_like_the_reference(tiny_bundle, tmp_path
         images[name] = cv2.imread(str(folder / name))  # what the source will decode
     events_path = str(tmp_path / "events.jsonl")
     stats = Stats("test", "int8", 1)
-    pipeline = Pipeline([open_source(str(folder))], [_worker(tiny_bundle)], {0: "circle", 1: "square", 2: "triangle"},
+    pipeline = Pipeline([open_source(str(folder))], [cpu_worker(tiny_bundle)], {0: "circle", 1: "square", 2: "triangle"},
                         [EventWriter(events_path), StatsWriter(str(tmp_path / "stats.json"), stats)], stats)
     assert pipeline.run() == 4
     lines = [json.loads(line) for line in open(events_path)]
@@ -282,7 +276,7 @@ def test_live_source_max_frames_drops_and_joins_quickly(tiny_bundle):  # noqa: F
         def decode(self, raw):
             time.sleep(0.02)
             return self.inner.decode(raw)
-    worker = _worker(tiny_bundle)
+    worker = cpu_worker(tiny_bundle)
     worker = worker._replace(decoder=SlowDecoder(worker.decoder))
     pipeline = Pipeline([open_source("synthetic:160x120@200")], [worker], {0: "c", 1: "s", 2: "t"}, [sink], stats,
                         max_frames=15)
@@ -302,7 +296,7 @@ def test_live_source_max_frames_drops_and_joins_quickly(tiny_bundle):  # noqa: F
 def test_stop_from_another_thread_joins_within_two_seconds(tiny_bundle):  # noqa: F811
     sink = _Collect()
     pipeline = Pipeline([open_source("synthetic:160x120@0"), open_source("synthetic:64x64@30")],
-                        [_worker(tiny_bundle)], {0: "c", 1: "s", 2: "t"}, [sink], Stats())
+                        [cpu_worker(tiny_bundle)], {0: "c", 1: "s", 2: "t"}, [sink], Stats())
     pipeline.start()
     time.sleep(0.5)
     start = time.monotonic()
@@ -322,7 +316,7 @@ def test_lost_live_source_is_reconnected(tiny_bundle, tmp_path):  # noqa: F811
     writer.release()
     sink = _Collect()
     source = CaptureSource(path, "cam", live=True)  # ends after 1 frame, like a camera that blinks
-    pipeline = Pipeline([source], [_worker(tiny_bundle)], {0: "c", 1: "s", 2: "t"}, [sink], Stats(), max_frames=2)
+    pipeline = Pipeline([source], [cpu_worker(tiny_bundle)], {0: "c", 1: "s", 2: "t"}, [sink], Stats(), max_frames=2)
     pipeline.start()
     deadline = time.monotonic() + 5.0
     while pipeline.processed < 2 and time.monotonic() < deadline:
@@ -338,7 +332,7 @@ def test_sinks_that_want_pictures_get_the_overlay_and_the_raw_frame_stays_clean(
     class Shown(_Collect):
         wants_image = True
     sink = Shown()
-    worker = _worker(tiny_bundle)
+    worker = cpu_worker(tiny_bundle)
     pipeline = Pipeline([open_source("synthetic:160x120@0")], [worker], {0: "c", 1: "s", 2: "t"}, [sink], Stats(),
                         max_frames=3, hud=lambda stats: "hud", draw=overlay.draw_result)
     pipeline.run()
@@ -377,7 +371,7 @@ def test_a_result_is_not_held_back_waiting_for_the_next_frame(tiny_bundle):  # n
         def close(self):
             second.set()
 
-    pipeline = Pipeline([Quiet()], [_worker(tiny_bundle)], {0: "c", 1: "s", 2: "t"}, [sink], Stats(), max_frames=2)
+    pipeline = Pipeline([Quiet()], [cpu_worker(tiny_bundle)], {0: "c", 1: "s", 2: "t"}, [sink], Stats(), max_frames=2)
     pipeline.start()
     deadline = time.monotonic() + 5.0
     while not sink.results and time.monotonic() < deadline:

@@ -6,15 +6,14 @@ import time
 import numpy as np
 import pytest
 
-from app import live_model, overlay, runtime, service
-from app.bundle import load_bundle
+from app import overlay, service
 from app.pipeline import RESULT_QUEUE_SIZE, FrameResult, Pipeline
 from app.postprocess import Detections
 from app.sources import open_source
 from app.stats import Stats
+from app_support import cpu_worker
 from tiny_bundle import tiny_bundle  # noqa: F401
 
-THRESHOLDS = {"score_threshold": 0.4, "iou_threshold": 0.6, "max_detections": 5, "max_detections_per_class": 3}
 LABELS = {0: "circle", 1: "square", 2: "triangle"}
 
 
@@ -98,12 +97,6 @@ def test_systemd_notifier_pings_once_per_pace_and_masks_the_status(tmp_path):
     assert not any("hunter2" in g for g in got)
 
 
-def _worker(bundle_dir, precision):
-    bundle = load_bundle(bundle_dir)
-    engine, key = runtime.open_bundle_engine(bundle, "cpu", precision, num_threads=1)
-    return live_model.bundle_worker(engine, bundle, key, THRESHOLDS)
-
-
 def test_replace_workers_switches_between_frames_without_losing_any(tiny_bundle):  # noqa: F811
     stats, seen = Stats("rt", "int8", 1), []
 
@@ -111,8 +104,8 @@ def test_replace_workers_switches_between_frames_without_losing_any(tiny_bundle)
         def write(self, result):
             seen.append((result.frame, result.model))
             if result.frame == 10:
-                pipeline.replace_workers([_worker(tiny_bundle, "float")])
-    pipeline = Pipeline([open_source("synthetic:96x72@0")], [_worker(tiny_bundle, "int8")], LABELS, [Swapper()],
+                pipeline.replace_workers([cpu_worker(tiny_bundle, "float")])
+    pipeline = Pipeline([open_source("synthetic:96x72@0")], [cpu_worker(tiny_bundle, "int8")], LABELS, [Swapper()],
                         stats, max_frames=30)
     pipeline.run()
     frames = [f for f, _ in seen]
@@ -127,5 +120,5 @@ def test_replace_workers_switches_between_frames_without_losing_any(tiny_bundle)
 
 def test_pipeline_rejects_negative_timeouts(tiny_bundle):  # noqa: F811
     with pytest.raises(ValueError, match="timeouts must be >= 0"):
-        Pipeline([open_source("synthetic:64x64@0")], [_worker(tiny_bundle, "int8")], LABELS, [], Stats(),
+        Pipeline([open_source("synthetic:64x64@0")], [cpu_worker(tiny_bundle, "int8")], LABELS, [], Stats(),
                  source_timeout_s=-1)

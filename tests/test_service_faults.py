@@ -19,17 +19,16 @@ import time
 
 import pytest
 
-from app import live_model, runtime
+from app import runtime
 from app.bundle import load_bundle
 from app.pipeline import EXIT_INVOKE_HUNG, Pipeline
 from app.sources import open_source
 from app.stats import Stats
-from app_support import read_events, start_app, stop_app, wait_for
+from app_support import THRESHOLDS, cpu_worker, read_events, start_app, stop_app, wait_for
 from mjpeg_server import MjpegCamera
 from tiny_bundle import tiny_bundle  # noqa: F401
 
 LABELS = {0: "circle", 1: "square", 2: "triangle"}
-THRESHOLDS = {"score_threshold": 0.4, "iou_threshold": 0.6, "max_detections": 5, "max_detections_per_class": 3}
 
 
 def _statuses(path):
@@ -81,12 +80,6 @@ def test_camera_that_stalls_and_goes_away_is_reconnected_and_the_app_keeps_runni
 # ----------------------------------------------------------------------------- hung invoke
 
 
-def _real_worker(bundle_dir):
-    bundle = load_bundle(bundle_dir)
-    engine, key = runtime.open_bundle_engine(bundle, "cpu", "int8", num_threads=1)
-    return live_model.bundle_worker(engine, bundle, key, THRESHOLDS)
-
-
 class HangingInterpreter(object):
     """MOCK of an Edge TPU interpreter that hangs: invoke number `hang_at` blocks until released."""
 
@@ -113,7 +106,7 @@ class Collect(object):
 
 
 def _hanging_pipeline(bundle_dir, rebuild, max_frames):
-    worker = _real_worker(bundle_dir)
+    worker = cpu_worker(bundle_dir)
     hanging = HangingInterpreter(worker.interpreter, hang_at=5)
     sink = Collect()
     pipeline = Pipeline([open_source("synthetic:96x72@50")], [worker._replace(interpreter=hanging)], LABELS, [sink],
@@ -126,7 +119,7 @@ def test_hung_invoke_is_logged_and_the_interpreter_rebuilt(tiny_bundle, caplog):
 
     def rebuild(index, old):
         rebuilt.append((index, old.model))
-        return _real_worker(tiny_bundle)
+        return cpu_worker(tiny_bundle)
     pipeline, hanging, sink = _hanging_pipeline(tiny_bundle, rebuild, max_frames=20)
     with caplog.at_level(logging.ERROR, logger="app.pipeline"):
         start = time.monotonic()
@@ -185,7 +178,7 @@ def test_memory_stays_flat_over_20k_frames(tiny_bundle, tmp_path):  # noqa: F811
     bundle = load_bundle(tiny_bundle)
     stats = Stats("test", "int8", 1)
     engine, key = runtime.open_bundle_engine(bundle, "cpu", "int8", num_threads=1)
-    worker = _real_worker(tiny_bundle)
+    worker = cpu_worker(tiny_bundle)
     guard = service.ReferenceGuard(bundle, dict(THRESHOLDS, class_score_thresholds=None), engine, key,
                                    ReferenceConfig(interval_s=0.05, on_mismatch="warn"), 1, stats)
     feed = service.FrameFeed(overlay.draw_result, lambda: overlay.hud_text(stats), max_fps=20)
