@@ -5,11 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages the tests use, each checked by its package, not by a command name on PATH
+# (a machine can have an unrelated program of the same name, as one here has a `convert`).
+TEST_PACKAGES=(xvfb x11-apps chromium systemd)
+installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
+
 if [[ "${1:-}" == "--system" ]]; then
   need=()
-  for pair in Xvfb:xvfb xwd:x11-apps convert:imagemagick chromium:chromium systemd-analyze:systemd; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
-  done
+  for pkg in "${TEST_PACKAGES[@]}"; do installed "$pkg" || need+=("$pkg"); done
   if (( ${#need[@]} )); then
     echo "setup: installing Debian packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

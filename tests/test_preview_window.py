@@ -1,9 +1,9 @@
 """The preview window really shows the boxes: the app runs under a real Xvfb X server, the
-screen is captured with `xwd -root | convert xwd:- shot.png`, and the box edges reported in
+screen is captured with `xwd -root` and decoded by tests/xwd.py, and the box edges reported in
 --events are looked up in the screenshot in their class colour. Also checks that SIGTERM
 stops the app with exit 0 within 2 s.
 
-Skips cleanly where Xvfb, xwd or ImageMagick's convert is missing.
+Skips cleanly where Xvfb or xwd is missing (`scripts/setup.sh --system` installs them).
 """
 
 import json
@@ -18,13 +18,13 @@ import cv2
 import numpy as np
 import pytest
 
+import xwd
 from app import overlay
 from conftest import CORAL, ROOT
 from tiny_bundle import tiny_bundle  # noqa: F401
 
-TOOLS = ("Xvfb", "xwd", "convert")
-pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in TOOLS),
-                                reason="needs Xvfb, xwd and ImageMagick convert")
+TOOLS = ("Xvfb", "xwd")
+pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in TOOLS), reason="needs Xvfb and xwd")
 
 
 def _free_display():
@@ -54,11 +54,11 @@ def xvfb():
 
 
 def _screenshot(display, path):
-    xwd = subprocess.run(["xwd", "-root", "-silent", "-display", display], stdout=subprocess.PIPE, timeout=20)
-    assert xwd.returncode == 0, "xwd failed"
-    conv = subprocess.run(["convert", "xwd:-", path], input=xwd.stdout, timeout=20)
-    assert conv.returncode == 0, "convert failed"
-    return cv2.imread(path)
+    dump = subprocess.run(["xwd", "-root", "-silent", "-display", display], stdout=subprocess.PIPE, timeout=20)
+    assert dump.returncode == 0, "xwd failed"
+    shot = xwd.read(dump.stdout)
+    cv2.imwrite(path, shot)
+    return shot
 
 
 def _locate(shot, photo):
