@@ -8,6 +8,7 @@ fake-quant ranges settle on weights that move gently.
 """
 
 import math
+from dataclasses import replace
 
 import tensorflow as tf
 import tf_keras as keras
@@ -71,3 +72,37 @@ def from_config(train_cfg):
                 key, expected, getattr(t if key.count(".") == 1 else q, key.split(".")[-1])))
     return WarmupCosine(t.learning_rate_base, t.steps, t.warmup_learning_rate, t.warmup_steps,
                         q.delay if q.enabled else None, t.qat_learning_rate_scale)
+
+
+def rescaled(train_cfg, steps):
+    """`train_cfg` run for `steps` steps on the same schedule, for `edgedet-train train --steps`.
+
+    The warmup and the quantization delay scale by steps / train.steps, rounded and kept in
+    [0, steps - 1]; the cosine decay spans train.steps, so it follows by itself. A delay at or past
+    the old total (float-only training) stays past the new one.
+
+    Args:
+      train_cfg: a consistent training.config.TrainConfig (check it first).
+      steps: the new total, >= 1, or None for no change.
+
+    Returns:
+      (TrainConfig, one-line note saying what changed, or None when nothing did).
+    """
+    if steps is None or steps == train_cfg.steps:
+        return train_cfg, None
+    if steps < 1:
+        raise UserError("--steps: expected >= 1, got {}".format(steps))
+    factor = steps / float(train_cfg.steps)
+    q = train_cfg.quantization
+    warmup = _scaled(train_cfg.warmup_steps, factor, steps)
+    delay = steps if q.delay >= train_cfg.steps else _scaled(q.delay, factor, steps)
+    new = replace(train_cfg, steps=steps, warmup_steps=warmup, quantization=replace(q, delay=delay))
+    note = ("train: --steps {} rescales the config's {}-step schedule by {:.4g}: warmup_steps {} -> {}, "
+            "quantization.delay {} -> {}".format(steps, train_cfg.steps, factor, train_cfg.warmup_steps,
+                                                 warmup, q.delay, delay))
+    return new, note
+
+
+def _scaled(step, factor, total):
+    """round(step * factor), kept in [0, total - 1]."""
+    return min(max(int(round(step * factor)), 0), total - 1)

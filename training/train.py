@@ -52,17 +52,23 @@ def choose_strategy():
     return tf.distribute.get_strategy()
 
 
-def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False):
-    """Applies the CLI overrides (--data, --steps, --skip-bad) to a loaded config."""
+def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False, out=None):
+    """Applies the CLI overrides (--data, --steps, --skip-bad) to a loaded config.
+
+    The config must be consistent as written; --steps then rescales its schedule
+    (schedule.rescaled) and says so on `out` (default: stdout).
+    """
     from training.data import dataset as data_io
 
     data = data_io.with_data_dir(cfg.data, data_dir) if data_dir else cfg.data
     if skip_bad:
         data = training_config.app_config.replace(data, skip_bad=True)
-    train_cfg = training_config.app_config.replace(cfg.train, steps=steps)
-    if train_cfg.steps < 1:
-        raise UserError("train.steps: expected >= 1, got {}".format(train_cfg.steps))
-    check_train_config(train_cfg)
+    if cfg.train.steps < 1:
+        raise UserError("config: train.steps: expected >= 1, got {}".format(cfg.train.steps))
+    check_train_config(cfg.train)
+    train_cfg, note = schedule.rescaled(cfg.train, steps)
+    if note:
+        print(note, file=out or sys.stdout)
     return training_config.app_config.replace(cfg, data=data, train=train_cfg)
 
 
