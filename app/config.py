@@ -29,11 +29,12 @@ class PostprocessConfig:
     score_threshold: float = opt(0.4, "Global minimum score for a detection, 0..1.")
     class_score_thresholds: typing.Dict[str, float] = opt(
         None, "Per-class score thresholds by label name; override score_threshold.", dict)
-    iou_threshold: float = opt(0.6, "IoU above which per-class NMS suppresses a box.")
+    iou_threshold: float = opt(0.6, "IoU above which NMS suppresses the lower-scoring box.")
     max_detections: int = opt(15, "Most detections kept per frame, after NMS.")
     max_detections_per_class: int = opt(10, "Most detections kept per class, after NMS.")
     class_agnostic_nms: bool = opt(
-        False, "NMS across classes too, so one object keeps one label (OD API use_class_agnostic_nms).")
+        True, "NMS across classes too, so one object keeps one label, as Coral's fast-NMS models do "
+        "(OD API use_class_agnostic_nms; false = the OD API's per-class NMS).")
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def test_loads_a_good_bundle(tmp_path):
     assert b.models["float"].input_quantization is None
     # Missing postprocess keys come from the config defaults.
     assert b.postprocess == {"score_threshold": 0.5, "iou_threshold": 0.6, "max_detections": 15,
-                             "max_detections_per_class": 10, "class_agnostic_nms": False}
+                             "max_detections_per_class": 10, "class_agnostic_nms": True}
     assert b.samples == [str(root / "samples" / "0.jpg")]
     assert b.raw["num_anchors"] == len(ANCHORS)
     with pytest.raises(AttributeError):
@@ -179,3 +179,13 @@ def test_missing_tflite_and_sample(tmp_path):
     (root / "samples" / "0.jpg").unlink()
     with pytest.raises(UserError, match=r"'samples' names .*0.jpg, which does not exist"):
         load_bundle(str(root))
+
+
+def test_convert_savedmodel_bundle_is_named_not_misread(tmp_path):
+    from app import postprocess_bundle
+    (tmp_path / "model.json").write_text(json.dumps({"format_version": 1, "kind": "postprocess"}))
+    with pytest.raises(UserError, match="convert-savedmodel.*only `edgedet --model"):
+        load_bundle(str(tmp_path))
+    assert postprocess_bundle.kind_of(str(tmp_path)) == "postprocess"
+    with pytest.raises(UserError, match="input"):
+        postprocess_bundle.load(str(tmp_path))  # no input section: named, not a KeyError
