@@ -69,7 +69,7 @@ class Bundle:
     postprocess_model: str = None
 
 
-def _get(mapping, dotted, kind, where):
+def get_key(mapping, dotted, kind, where):
     """mapping[a][b]... for "a.b"; UserError naming `where` and the key if missing or mistyped."""
     value = mapping
     for key in dotted.split("."):
@@ -84,7 +84,7 @@ def _get(mapping, dotted, kind, where):
     return value
 
 
-def _read_json(path):
+def read_model_json(path):
     if not os.path.isfile(path):
         raise UserError("{}: not found. Pass --model with a bundle folder written by "
                         "`edgedet-train export`, or a .tflite file.".format(path))
@@ -100,7 +100,7 @@ def _read_json(path):
     return data
 
 
-def _existing(bundle_dir, relative, where, key):
+def existing_file(bundle_dir, relative, where, key):
     full = os.path.join(bundle_dir, relative)
     if not os.path.isfile(full):
         raise UserError("{}: '{}' names {}, which does not exist. Copy the whole bundle folder, or {}."
@@ -112,10 +112,10 @@ def _model_file(bundle_dir, kind, entry, where):
     key = "models.{}".format(kind)
     if not isinstance(entry, dict):
         raise UserError("{}: key '{}' must be an object. {}.".format(where, key, _REEXPORT))
-    file = _existing(bundle_dir, _get(entry, "file", str, where), where, key + ".file")
+    file = existing_file(bundle_dir, get_key(entry, "file", str, where), where, key + ".file")
     outputs = {}
     for role in OUTPUT_ROLES:
-        outputs[role] = _get(entry, "outputs." + role, str, where + " (" + key + ")")
+        outputs[role] = get_key(entry, "outputs." + role, str, where + " (" + key + ")")
     quant = entry.get("input_quantization")
     if quant is not None:
         if (not isinstance(quant, list) or len(quant) != 2
@@ -127,7 +127,7 @@ def _model_file(bundle_dir, kind, entry, where):
 
 
 def _models(bundle_dir, data, where):
-    models = _get(data, "models", dict, where)
+    models = get_key(data, "models", dict, where)
     unknown = sorted(set(models) - set(MODEL_KINDS))
     if unknown:
         raise UserError("{}: unknown model kind(s) {} under 'models'; expected {}. {}."
@@ -138,8 +138,8 @@ def _models(bundle_dir, data, where):
             if kind in models}
 
 
-def _labels(bundle_dir, data, where):
-    labels = _get(data, "labels", list, where)
+def labels_section(bundle_dir, data, where):
+    labels = get_key(data, "labels", list, where)
     if not labels or not all(isinstance(name, str) and name for name in labels):
         raise UserError("{}: 'labels' must be a non-empty list of names, got {!r}. {}."
                         .format(where, labels, _REEXPORT))
@@ -155,7 +155,7 @@ def _labels(bundle_dir, data, where):
 
 
 def _anchors(bundle_dir, data, where):
-    num_anchors = _get(data, "num_anchors", int, where)
+    num_anchors = get_key(data, "num_anchors", int, where)
     path = os.path.join(bundle_dir, "anchors.npy")
     if not os.path.isfile(path):
         raise UserError("{}: not found; the app decodes boxes against it. {}.".format(path, _REEXPORT))
@@ -174,7 +174,7 @@ def _anchors(bundle_dir, data, where):
 
 def _box_coder_scales(data, where):
     keys = ("y_scale", "x_scale", "height_scale", "width_scale")
-    scales = tuple(float(_get(data, "box_coder." + k, (int, float), where)) for k in keys)
+    scales = tuple(float(get_key(data, "box_coder." + k, (int, float), where)) for k in keys)
     if min(scales) <= 0:
         raise UserError("{}: 'box_coder' scales must be > 0, got {}. {}.".format(where, scales, _REEXPORT))
     return scales
@@ -187,15 +187,15 @@ def _postprocess(data, where):
     section = data.get("postprocess") or {}
     result = {}
     for key, kind in kinds.items():
-        result[key] = (_get(section, key, kind, where + " (postprocess)") if key in section
+        result[key] = (get_key(section, key, kind, where + " (postprocess)") if key in section
                        else getattr(defaults, key))
     return result
 
 
-def _input(data, where):
-    height = _get(data, "input.height", int, where)
-    width = _get(data, "input.width", int, where)
-    float_range = _get(data, "input.float_range", list, where)
+def input_section(data, where):
+    height = get_key(data, "input.height", int, where)
+    width = get_key(data, "input.width", int, where)
+    float_range = get_key(data, "input.float_range", list, where)
     numbers = [v for v in float_range if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if height <= 0 or width <= 0 or len(float_range) != 2 or len(numbers) != 2 or not numbers[0] < numbers[1]:
         raise UserError("{}: 'input' needs height and width > 0 and float_range [low, high] with low < high, "
@@ -208,7 +208,7 @@ def _postprocess_model(bundle_dir, data, where):
     if "postprocess_model" not in data:
         return None
     key = "postprocess_model.file"
-    return _existing(bundle_dir, _get(data, key, str, where), where, key)
+    return existing_file(bundle_dir, get_key(data, key, str, where), where, key)
 
 
 def load_bundle(path):
@@ -229,19 +229,22 @@ def load_bundle(path):
         raise UserError("{}: no such bundle directory. Pass --model with a folder written by "
                         "`edgedet-train export` (e.g. models/demo), or a .tflite file.".format(path))
     where = os.path.join(bundle_dir, "model.json")
-    data = _read_json(where)
+    data = read_model_json(where)
+    if data.get("kind") == "postprocess":
+        raise UserError("{}: a bundle of models ending in TFLite_Detection_PostProcess (convert-savedmodel); "
+                        "only `edgedet --model {}` runs it".format(where, path))
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise UserError("{}: 'format_version' is {!r}; this app reads version {}. {}."
                         .format(where, version, FORMAT_VERSION, _REEXPORT))
-    height, width, float_range = _input(data, where)
-    converter = _get(data, "score_converter", str, where)
+    height, width, float_range = input_section(data, where)
+    converter = get_key(data, "score_converter", str, where)
     if converter not in ("sigmoid", "softmax"):
         raise UserError("{}: 'score_converter' must be sigmoid or softmax, got {!r}. {}."
                         .format(where, converter, _REEXPORT))
-    samples = [_existing(bundle_dir, s, where, "samples")
-               for s in _get(data, "samples", list, where)] if "samples" in data else []
-    return Bundle(path=bundle_dir, labels=_labels(bundle_dir, data, where), input_height=height,
+    samples = [existing_file(bundle_dir, s, where, "samples")
+               for s in get_key(data, "samples", list, where)] if "samples" in data else []
+    return Bundle(path=bundle_dir, labels=labels_section(bundle_dir, data, where), input_height=height,
                   input_width=width, float_range=float_range, anchors=_anchors(bundle_dir, data, where),
                   box_coder_scales=_box_coder_scales(data, where), score_converter=converter,
                   models=_models(bundle_dir, data, where), postprocess=_postprocess(data, where),

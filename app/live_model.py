@@ -14,6 +14,7 @@ result in.
 """
 
 import logging
+import os
 
 import numpy as np
 
@@ -250,3 +251,18 @@ class ForeignDecoder(object):
     def decode(self, raw):
         return postprocess.decode_postprocess_outputs(self._reader.details, raw, self._reader.signature,
                                                       **self._kwargs)
+
+
+def foreign_worker(engine, thresholds, name=None):
+    """An opened model ending in TFLite_Detection_PostProcess wired for the live path.
+
+    Args:
+      engine: app.runtime.Engine running the model.
+      thresholds: dict with score_threshold, max_detections, class_score_thresholds (by class id).
+      name: the Worker's model name; default the file name ("float" for a float reference).
+    """
+    from app.pipeline import Worker
+    reader = ForeignReader(engine.interpreter, engine.model_path)
+    writer = InputWriter(engine.interpreter)
+    return Worker(engine.interpreter, writer, reader, ForeignDecoder(reader, thresholds),
+                  name or os.path.basename(engine.model_path))

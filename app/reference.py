@@ -90,8 +90,8 @@ def open_float_worker(bundle, thresholds, num_threads=1):
     (num_threads as the live CPU path is configured).
 
     Args:
-      bundle: app.bundle.Bundle with a "float" model.
-      thresholds: decode_ssd keyword arguments, the same the live decoder uses.
+      bundle: app.bundle.Bundle or app.postprocess_bundle.PostprocessBundle with a "float" model.
+      thresholds: decode keyword arguments, the same the live decoder uses.
       num_threads: CPU interpreter threads (0 = auto: all cores but one).
 
     Returns:
@@ -101,6 +101,8 @@ def open_float_worker(bundle, thresholds, num_threads=1):
         raise UserError("{}: the bundle has no model_float.tflite, so the live model cannot be checked. "
                         "Re-export it, or set reference.enabled: false".format(bundle.path))
     engine = runtime.make_cpu_engine(bundle.models["float"].file, num_threads)
+    if getattr(bundle, "kind", None) == "postprocess":  # app.postprocess_bundle: outputs by signature
+        return engine, live_model.foreign_worker(engine, thresholds, name="float")
     return engine, live_model.bundle_worker(engine, bundle, "float", thresholds)
 
 

@@ -7,12 +7,10 @@ rebuilt as the float model on the CPU.
 """
 
 import logging
-import os
 
-from app import devices, live_model, reference, runtime
+from app import devices, live_model, postprocess_bundle, reference, runtime
 from app.errors import UserError
 from app.labels import class_thresholds_by_id, read_labels
-from app.pipeline import Worker
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +30,7 @@ def thresholds(defaults, overrides, labels):
     return values
 
 
-def foreign_threads(app_cfg):
+def foreign_threads(app_cfg, model_path):
     """CPU threads for a foreign model: one unless the user asked for a number.
 
     TFLite's TFLite_Detection_PostProcess with regular NMS splits the classes across the
@@ -40,10 +38,10 @@ def foreign_threads(app_cfg):
     ai_edge_litert 2.3.0, a 3-class model on 2 threads silently loses its last class. One thread
     is always right; an explicit app.num_threads / --threads is honoured as given.
     """
-    if app_cfg.num_threads or not runtime.has_detection_postprocess(app_cfg.model):
+    if app_cfg.num_threads or not runtime.has_detection_postprocess(model_path):
         return app_cfg.num_threads
     log.info("%s ends in TFLite_Detection_PostProcess: running it on 1 CPU thread (its multi-threaded "
-             "regular NMS can drop classes); --threads N overrides", app_cfg.model)
+             "regular NMS can drop classes); --threads N overrides", model_path)
     return 1
 
 
@@ -81,20 +79,23 @@ class LiveModel(object):
     def __init__(self, app_cfg, overrides):
         self._cfg = app_cfg
         self.devices = device_list(app_cfg)
-        self.bundle = None
+        self.bundle, self.foreign_file = None, None
         if app_cfg.model.endswith(".tflite"):
             if not app_cfg.labels:
                 raise UserError("--model {}: a foreign .tflite needs --labels (Coral 'id name' or one name "
                                 "per line)".format(app_cfg.model))
+            self.foreign_file = app_cfg.model
             self.labels = read_labels(app_cfg.labels)
             self.thresholds = thresholds(FOREIGN_DEFAULTS, overrides, self.labels)
             _warn_nms_settings(app_cfg.model, overrides)
+        elif postprocess_bundle.kind_of(app_cfg.model) == postprocess_bundle.KIND:
+            self._open_bundle(postprocess_bundle.load(app_cfg.model), FOREIGN_DEFAULTS, overrides)
+            self.foreign_file = self.bundle.models["int8"].file
+            _warn_nms_settings(self.foreign_file, overrides)
         else:
             from app.bundle import load_bundle
-            self.bundle = load_bundle(app_cfg.model)
-            self._check_labels_flag()
-            self.labels = dict(enumerate(self.bundle.labels))
-            self.thresholds = thresholds(self.bundle.postprocess, overrides, list(self.bundle.labels))
+            bundle = load_bundle(app_cfg.model)
+            self._open_bundle(bundle, bundle.postprocess, overrides)
         self.pairs = []
         for device in self.devices:
             engine, worker = self.open(device)
@@ -102,6 +103,12 @@ class LiveModel(object):
             if engine.kind == "cpu":
                 break  # one CPU interpreter already uses every thread it was given
         self.devices = self.devices[:len(self.pairs)]
+
+    def _open_bundle(self, bundle, defaults, overrides):
+        self.bundle = bundle
+        self._check_labels_flag()
+        self.labels = dict(enumerate(bundle.labels))
+        self.thresholds = thresholds(defaults, overrides, list(bundle.labels))
 
     def _check_labels_flag(self):
         labels = list(self.bundle.labels)
@@ -116,12 +123,10 @@ class LiveModel(object):
     def open(self, device):
         """(Engine, Worker) of the live model on `device` ("" = first / the CPU)."""
         cfg = self._cfg
-        if self.bundle is None:
-            engine = runtime.open_engine(cfg.model, cfg.runtime, device, foreign_threads(cfg))
-            reader = live_model.ForeignReader(engine.interpreter, engine.model_path)
-            writer = live_model.InputWriter(engine.interpreter)
-            decoder = live_model.ForeignDecoder(reader, self.thresholds)
-            return engine, Worker(engine.interpreter, writer, reader, decoder, os.path.basename(engine.model_path))
+        if self.foreign_file:
+            threads = foreign_threads(cfg, self.foreign_file)
+            engine = runtime.open_engine(self.foreign_file, cfg.runtime, device, threads)
+            return engine, live_model.foreign_worker(engine, self.thresholds)
         engine, key = runtime.open_bundle_engine(self.bundle, cfg.runtime, cfg.precision, device, cfg.num_threads)
         worker = live_model.bundle_worker(engine, self.bundle, key, self.thresholds)
         live_model.check_labels(worker.reader, list(self.bundle.labels), engine.model_path)

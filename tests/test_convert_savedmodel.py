@@ -76,20 +76,26 @@ def test_converts_gates_and_writes_a_bundle_the_app_runs(odapi_savedmodel, tmp_p
     with open(str(out / convert.INT8_FILE), "rb") as f:
         assert postprocess_model.check_converted(f.read()) == []
 
-    # The real app runs the converted model as a foreign model.
+    # The real app runs the bundle folder: the int8 model live with the bundle's labels, checked
+    # against the float model of the same SavedModel every 0.05 s.
+    config = tmp_path / "app.yaml"
+    config.write_text("reference: {interval_s: 0.05}\n")
     model = out / convert.INT8_FILE
-    proc = subprocess.run([sys.executable, "-m", "app", "--model", str(model),
-                           "--labels", str(out / "labels.txt"), "--source", images, "--headless", "--events", "-", "--max-frames", "5"],
+    proc = subprocess.run([sys.executable, "-m", "app", "--model", str(out), "--config", str(config),
+                           "--source", images, "--headless", "--events", "-", "--max-frames", "40"],
                           cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     events = [json.loads(line) for line in proc.stdout.decode().splitlines() if line.startswith("{")]
     frames = [e for e in events if e.get("type") == "detections"]
-    assert len(frames) == 5
+    assert len(frames) == 40
     # Same detections as the model run directly on the same (name-sorted) images at the app's threshold.
     direct = postprocess_model.run_model(str(model), convert.read_images(images)[:5])
-    assert [len(f["detections"]) for f in frames] == [int(np.sum(d.scores >= 0.4)) for d in direct]
+    assert [len(f["detections"]) for f in frames[:5]] == [int(np.sum(d.scores >= 0.4)) for d in direct]
     assert sum(len(f["detections"]) for f in frames) >= 5
     assert {d["label"] for f in frames for d in f["detections"]} <= {"circle", "square", "triangle"}
+    checks = [e for e in events if e.get("event") == "reference_check" and e["agreement"] is not None]
+    assert checks and all(c["agreement"] >= 0.9 for c in checks), checks
+    assert not [e for e in events if e.get("event") in ("reference_mismatch", "fallback")]
 
 
 def _dets(boxes, scores, classes):

@@ -151,6 +151,6 @@ def test_foreign_models_run_on_one_thread_unless_told(models, tmp_path):
     demo_int8 = str(ROOT / "models" / "demo" / "model_int8.tflite")
     assert runtime.has_detection_postprocess(str(path))
     assert not runtime.has_detection_postprocess(demo_int8)
-    assert foreign_threads(AppConfig(model=str(path))) == 1
-    assert foreign_threads(AppConfig(model=str(path), num_threads=3)) == 3
-    assert foreign_threads(AppConfig(model=demo_int8)) == 0
+    assert foreign_threads(AppConfig(model=str(path)), str(path)) == 1
+    assert foreign_threads(AppConfig(model=str(path), num_threads=3), str(path)) == 3
+    assert foreign_threads(AppConfig(model=demo_int8), demo_int8) == 0

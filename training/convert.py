@@ -13,8 +13,9 @@ detection agreement with the float one and on COCO mAP@0.5 of int8 detections me
 against the float detections as pseudo ground truth.
 
 Writes <out>/ atomically: model_int8_postprocess.tflite, model_float_postprocess.tflite,
-labels.txt, model.json, report.json, saved_model/. The app runs it as a foreign model:
-`python -m app --model <out>/model_int8_postprocess.tflite --labels <out>/labels.txt`.
+labels.txt, model.json ("kind": "postprocess"), report.json, saved_model/. The app runs the folder,
+`python -m app --model <out>`: the int8 model live with the bundle's labels, checked against the
+float model (app.postprocess_bundle).
 
 Exit codes: 0 written, 1 rejected by a check or the gate, 2 bad input (nothing written).
 """
@@ -181,7 +182,7 @@ def _model_json(labels, height, width, int8_path, saved_model, fid):
         "postprocess_model": {"file": INT8_FILE, "input_quantization": [quant["scale"], quant["zero_point"]]},
         "float_postprocess_model": {"file": FLOAT_FILE},
         "fidelity": fid,
-        "run": "python -m app --model {0}/{1} --labels {0}/labels.txt".format("<this folder>", INT8_FILE),
+        "run": "python -m app --model <this folder>",
         "source": {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    "converted_from": os.path.abspath(saved_model), "edgedet_version": "0.1.0"},
     }
@@ -227,8 +228,7 @@ def _finish(staged, out, force, fid, log):
         fid["int8"]["map"], fid["int8"]["map50"], fid["agreement"])
     if fid["passed"]:
         bundle_writer.publish(staged, out, force)
-        log("bundle written to {}: {}\nRun it: python -m app --model {}/{} --labels {}/labels.txt".format(
-            out, summary, out, INT8_FILE, out))
+        log("bundle written to {}: {}\nRun it: edgedet --model {}".format(out, summary, out))
         return 0, os.path.abspath(out)
     where = bundle_writer.reject(staged, out)
     log("fidelity gate FAILED: {}\n  {}\nThe model was NOT written to --out; it is in {}.\nDiagnose it with "
