@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow")
 
 from app import anchors as app_anchors  # noqa: E402
 from training.config import RandomCropConfig, load_config  # noqa: E402
-from training.data import pipeline  # noqa: E402
+from training.data import augment, pipeline  # noqa: E402
 
 H, W = 60, 80
 # Two white rectangles on black: rows 10..29 x cols 20..49, and rows 40..55 x cols 60..75.
@@ -35,7 +35,7 @@ def test_flip_moves_boxes_with_pixels():
     image, boxes, _ = _scene()
     flipped_count = 0
     for s in range(8):
-        out, out_boxes = pipeline.random_horizontal_flip(tf.constant(image), tf.constant(boxes),
+        out, out_boxes = augment.random_horizontal_flip(tf.constant(image), tf.constant(boxes),
                                                          tf.constant([s, 7]))
         out, out_boxes = out.numpy(), out_boxes.numpy()
         flipped_count += int(not np.array_equal(out, image))
@@ -54,7 +54,7 @@ def test_crop_keeps_boxes_on_their_pixels():
     crop = RandomCropConfig(min_area=0.3, max_area=0.8, min_aspect_ratio=0.5, max_aspect_ratio=2.0)
     dropped = 0
     for s in range(20):
-        out, out_boxes, out_classes = [t.numpy() for t in pipeline.random_crop_image(
+        out, out_boxes, out_classes = [t.numpy() for t in augment.random_crop_image(
             tf.constant(image), tf.constant(boxes), tf.constant(classes), tf.constant([s, 3]), crop)]
         h, w = out.shape[:2]
         assert h * w <= 0.8 * H * W + W
@@ -80,7 +80,7 @@ def test_crop_drops_boxes_below_overlap_thresh():
     image, boxes, classes = _scene()
     crop = RandomCropConfig(min_area=0.3, max_area=0.6, overlap_thresh=0.99)
     for s in range(10):
-        out, out_boxes, _ = [t.numpy() for t in pipeline.random_crop_image(
+        out, out_boxes, _ = [t.numpy() for t in augment.random_crop_image(
             tf.constant(image), tf.constant(boxes), tf.constant(classes), tf.constant([s, 5]), crop)]
         h, w = out.shape[:2]
         for box in out_boxes:
