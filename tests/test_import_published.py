@@ -159,3 +159,10 @@ def test_an_undefined_color_ordering_is_listed_not_supported(tmp_path):
     reasons = {e.path: e.detail for e in report.unsupported}
     assert "0 and 1 only" in reasons[AUG + "[0].random_distort_color.color_ordering"]
     assert cfg.train.distort_color.enabled and cfg.train.distort_color.color_ordering == 0
+
+
+def test_the_tf1_backbone_name_is_built_in_not_unsupported():
+    _, report = import_config.import_pipeline(str(TF1_QUANTIZED))
+    builtin = {e.path: e.value for e in report.builtin}
+    assert builtin["model.ssd.feature_extractor.type"] == "ssd_mobilenet_v2"
+    assert not [e for e in report.unsupported if e.path == "model.ssd.feature_extractor.type"]

@@ -102,3 +102,21 @@ def test_train_dataset_batches_targets():
     assert targets["cls_targets"].shape == (3, len(anchors), 3)
     # force_match_for_each_row: every surviving box has at least one positive anchor.
     assert float(tf.reduce_min(tf.reduce_sum(targets["box_weights"], axis=1))) >= 1.0
+
+
+def test_train_dataset_runs_every_augmentation_in_graph_mode():
+    cfg = load_config()
+    on = {k: dataclasses.replace(getattr(cfg.train, k), enabled=True) for k in (
+        "ssd_random_crop", "adjust_brightness", "adjust_contrast", "adjust_hue",
+        "adjust_saturation", "distort_color", "rgb_to_gray", "black_patches")}
+    train = dataclasses.replace(cfg.train, vertical_flip=True, rotation90=True, **on)
+    cfg = dataclasses.replace(cfg, train=train, model=dataclasses.replace(
+        cfg.model, input_height=64, input_width=64))
+    anchors = app_anchors.anchors_from_config(cfg.model)
+    image, boxes, classes = _scene()
+    decoded = tf.data.Dataset.from_tensors({"image": image, "boxes": boxes, "classes": classes})
+    images, targets = next(iter(pipeline.train_dataset(decoded, cfg, anchors, batch_size=4)))
+    assert images.shape == (4, 64, 64, 3)
+    assert float(tf.reduce_min(images)) >= -1.0 and float(tf.reduce_max(images)) <= 1.0
+    # Some of the four crops keep a rectangle, and its anchors are positives.
+    assert float(tf.reduce_sum(targets["box_weights"])) >= 1.0

@@ -98,7 +98,7 @@ def _apply(report, path, value):
     """Sorts one set field into mapped / built in / not supported."""
     rule = lookup(path)
     if isinstance(rule, Same):
-        if _same(value, rule.expected):
+        if _is_expected(value, rule.expected):
             report.builtin.append(Entry(path, value, rule.why))
         else:
             report.unsupported.append(Entry(path, value, "edgedet always uses {} ({})".format(
@@ -138,7 +138,7 @@ def _assign(report, key, value, path):
 def _apply_default(report, path, value):
     """A field the file leaves unset: the OD API's default applies, so it applies here too."""
     rule = lookup(path)
-    if isinstance(rule, Same) and not _same(value, rule.expected):
+    if isinstance(rule, Same) and not _is_expected(value, rule.expected):
         report.unsupported.append(Entry(path, value, "not set, so the OD API default applies, but "
                                         "edgedet always uses {} ({})".format(
                                             _show(rule.expected), rule.why)))
@@ -324,11 +324,19 @@ def _same(a, b):
     return a == b
 
 
+def _is_expected(value, expected):
+    """`value` equals `expected`, or one of them when `expected` is a tuple of accepted values."""
+    choices = expected if isinstance(expected, tuple) else (expected,)
+    return any(_same(value, choice) for choice in choices)
+
+
 def _show(value):
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "{}"
+    if isinstance(value, tuple):
+        return " or ".join(_show(v) for v in value)
     if isinstance(value, str):
         return '"{}"'.format(value)
     return str(value)

@@ -6,14 +6,15 @@ as not supported (see `lookup`), so a new OD API field can never vanish silently
 
 Three kinds of rule:
   Key(key, convert)      the value goes to a config.yaml key (dotted, e.g. "model.input_height").
-  Same(expected, why)    edgedet always behaves like this value and has no key for it; any
-                         other value is reported as not supported.
+  Same(expected, why)    edgedet always behaves like this value (or one of this tuple of values)
+                         and has no key for it; any other value is reported as not supported.
   No(why)                not supported, with the reason.
 """
 
 import collections
 
 from training.config import AUGMENTATIONS
+from training.odapi_proto.architecture import SUPPORTED_EXTRACTORS
 
 Key = collections.namedtuple("Key", "key convert")
 Key.__new__.__defaults__ = (None,)
@@ -93,7 +94,7 @@ RULES = {
     SSD + "image_resizer.fixed_shape_resizer.resize_method": Same(
         "BILINEAR", "app/preprocess.py stretches with bilinear resize"),
     SSD + "image_resizer.fixed_shape_resizer.convert_to_grayscale": Same(False, "input is RGB"),
-    FE + "type": Same("ssd_mobilenet_v2_keras", "the backbone is MobileNetV2 (checked on import)"),
+    FE + "type": Same(SUPPORTED_EXTRACTORS, "the backbone is MobileNetV2 (TF2 and TF1 names)"),
     FE + "depth_multiplier": Key("model.depth_multiplier"),
     FE + "min_depth": Key("model.min_depth"),
     FE + "num_layers": Key("model.anchors.num_layers"),
