@@ -91,34 +91,32 @@ def _drop_json_names(message):
 
 def render_message(message, indent):
     """One DescriptorProto as text: fields and enums one a line, nested messages as blocks."""
-    from google.protobuf import text_format
     pad, lines = "  " * indent, []
     lines.append("{}name: \"{}\"".format(pad, message.name))
-    for field in message.field:
-        lines.append("{}field {{ {} }}".format(pad, text_format.MessageToString(field, as_one_line=True)))
+    lines += [pad + _one_line("field", field) for field in message.field]
     for nested in message.nested_type:
         lines.append("{}nested_type {{".format(pad))
         lines += render_message(nested, indent + 1)
         lines.append("{}}}".format(pad))
-    for enum in message.enum_type:
-        lines.append("{}enum_type {{ {} }}".format(pad, text_format.MessageToString(enum, as_one_line=True)))
-    for oneof in message.oneof_decl:
-        lines.append("{}oneof_decl {{ {} }}".format(pad, text_format.MessageToString(oneof, as_one_line=True)))
-    for ext in message.extension_range:
-        lines.append("{}extension_range {{ {} }}".format(pad, text_format.MessageToString(ext, as_one_line=True)))
+    lines += [pad + _one_line("enum_type", enum) for enum in message.enum_type]
+    lines += [pad + _one_line("oneof_decl", oneof) for oneof in message.oneof_decl]
+    lines += [pad + _one_line("extension_range", ext) for ext in message.extension_range]
     if message.HasField("options"):
-        lines.append("{}options {{ {} }}".format(pad, text_format.MessageToString(message.options, as_one_line=True)))
+        lines.append(pad + _one_line("options", message.options))
     return lines
+
+
+def _one_line(name, proto):
+    from google.protobuf import text_format
+    return "{} {{ {} }}".format(name, text_format.MessageToString(proto, as_one_line=True))
 
 
 def render(merged, source):
     """The whole schema file as text."""
-    from google.protobuf import text_format
     lines = [HEADER.format(source=source).rstrip("\n")]
     lines += ['name: "{}"'.format(merged.name), 'package: "{}"'.format(merged.package),
               'syntax: "{}"'.format(merged.syntax)]
-    for enum in merged.enum_type:
-        lines.append("enum_type {{ {} }}".format(text_format.MessageToString(enum, as_one_line=True)))
+    lines += [_one_line("enum_type", enum) for enum in merged.enum_type]
     for message in merged.message_type:
         lines += ["message_type {"] + render_message(message, 1) + ["}"]
     return "\n".join(lines) + "\n"

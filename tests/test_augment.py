@@ -13,7 +13,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from app.errors import UserError  # noqa: E402
-from training.config import CropOperation, RandomCropConfig, load_config  # noqa: E402
+from training.config import AUGMENTATIONS, CropOperation, RandomCropConfig, load_config  # noqa: E402
 from training.data import augment  # noqa: E402
 
 H, W = 60, 80
@@ -252,37 +252,30 @@ def test_black_patches_are_squares_of_the_given_ratio():
     assert 0 < (several[..., 0] == 0).sum() <= 10 * 36
 
 
-def _train_cfg(**enabled):
-    train = load_config().train
-    for key, value in enabled.items():
-        section = getattr(train, key)
-        value = dataclasses.replace(section, enabled=True) if dataclasses.is_dataclass(section) else value
-        train = dataclasses.replace(train, **{key: value})
+def with_every_augmentation(train, enabled):
+    """`train` (a TrainConfig) with each step of training.config.AUGMENTATIONS on or off."""
+    for _, key in AUGMENTATIONS:
+        if key.endswith(".enabled"):
+            name = key[:-len(".enabled")]
+            train = dataclasses.replace(train, **{name: dataclasses.replace(
+                getattr(train, name), enabled=enabled)})
+        else:
+            train = dataclasses.replace(train, **{key: enabled})
     return train
 
 
 def test_apply_runs_every_step_and_keeps_boxes_and_classes_paired():
     image, boxes, classes = _scene()
-    cfg = _train_cfg(vertical_flip=True, rotation90=True, ssd_random_crop=True,
-                     adjust_brightness=True, adjust_contrast=True, adjust_hue=True,
-                     adjust_saturation=True, distort_color=True, rgb_to_gray=True,
-                     black_patches=True)
+    args = [tf.constant(image), tf.constant(boxes), tf.constant(classes)]
+    everything = with_every_augmentation(load_config().train, True)
     for s in range(4):
-        out, out_boxes, out_classes = [t.numpy() for t in augment.apply(
-            tf.constant(image), tf.constant(boxes), tf.constant(classes), tf.constant([s, 0]), cfg)]
+        out, out_boxes, out_classes = [
+            t.numpy() for t in augment.apply(*args, tf.constant([s, 0]), everything)]
         assert out.dtype == np.float32 and out.min() >= 0.0 and out.max() <= 255.0
         assert len(out_boxes) == len(out_classes) and set(out_classes) <= {0, 2}
         assert (out_boxes >= 0.0).all() and (out_boxes <= 1.0).all()
-    plain = dataclasses.replace(cfg, **{k: False for k in ("horizontal_flip", "vertical_flip",
-                                                           "rotation90")})
-    plain = dataclasses.replace(plain, **{k: dataclasses.replace(getattr(plain, k), enabled=False)
-                                          for k in ("random_crop", "ssd_random_crop",
-                                                    "adjust_brightness", "adjust_contrast",
-                                                    "adjust_hue", "adjust_saturation",
-                                                    "distort_color", "rgb_to_gray",
-                                                    "black_patches")})
-    out, out_boxes, _ = [t.numpy() for t in augment.apply(
-        tf.constant(image), tf.constant(boxes), tf.constant(classes), tf.constant([1, 0]), plain)]
+    nothing = with_every_augmentation(load_config().train, False)
+    out, out_boxes, _ = [t.numpy() for t in augment.apply(*args, tf.constant([1, 0]), nothing)]
     np.testing.assert_array_equal(out, image.astype(np.float32))
     np.testing.assert_array_equal(out_boxes, boxes)
 

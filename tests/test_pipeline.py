@@ -9,6 +9,7 @@ tf = pytest.importorskip("tensorflow")
 
 from app import anchors as app_anchors  # noqa: E402
 from training.config import RandomCropConfig, load_config  # noqa: E402
+from tests.test_augment import with_every_augmentation  # noqa: E402
 from training.data import augment, pipeline  # noqa: E402
 
 H, W = 60, 80
@@ -90,33 +91,28 @@ def test_crop_drops_boxes_below_overlap_thresh():
             assert (y1 - y0) * (x1 - x0) in areas
 
 
-def test_train_dataset_batches_targets():
+def _first_batch(train_cfg, batch_size):
+    """(images, targets, anchors) of the scene through train_dataset at 64x64."""
     cfg = load_config()
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_height=64, input_width=64))
+    cfg = dataclasses.replace(cfg, train=train_cfg or cfg.train, model=dataclasses.replace(
+        cfg.model, input_height=64, input_width=64))
     anchors = app_anchors.anchors_from_config(cfg.model)
     image, boxes, classes = _scene()
     decoded = tf.data.Dataset.from_tensors({"image": image, "boxes": boxes, "classes": classes})
-    images, targets = next(iter(pipeline.train_dataset(decoded, cfg, anchors, batch_size=3)))
-    assert images.shape == (3, 64, 64, 3)
+    images, targets = next(iter(pipeline.train_dataset(decoded, cfg, anchors, batch_size)))
+    assert images.shape == (batch_size, 64, 64, 3)
     assert float(tf.reduce_min(images)) >= -1.0 and float(tf.reduce_max(images)) <= 1.0
+    return images, targets, anchors
+
+
+def test_train_dataset_batches_targets():
+    _, targets, anchors = _first_batch(None, 3)
     assert targets["cls_targets"].shape == (3, len(anchors), 3)
     # force_match_for_each_row: every surviving box has at least one positive anchor.
     assert float(tf.reduce_min(tf.reduce_sum(targets["box_weights"], axis=1))) >= 1.0
 
 
 def test_train_dataset_runs_every_augmentation_in_graph_mode():
-    cfg = load_config()
-    on = {k: dataclasses.replace(getattr(cfg.train, k), enabled=True) for k in (
-        "ssd_random_crop", "adjust_brightness", "adjust_contrast", "adjust_hue",
-        "adjust_saturation", "distort_color", "rgb_to_gray", "black_patches")}
-    train = dataclasses.replace(cfg.train, vertical_flip=True, rotation90=True, **on)
-    cfg = dataclasses.replace(cfg, train=train, model=dataclasses.replace(
-        cfg.model, input_height=64, input_width=64))
-    anchors = app_anchors.anchors_from_config(cfg.model)
-    image, boxes, classes = _scene()
-    decoded = tf.data.Dataset.from_tensors({"image": image, "boxes": boxes, "classes": classes})
-    images, targets = next(iter(pipeline.train_dataset(decoded, cfg, anchors, batch_size=4)))
-    assert images.shape == (4, 64, 64, 3)
-    assert float(tf.reduce_min(images)) >= -1.0 and float(tf.reduce_max(images)) <= 1.0
+    _, targets, _ = _first_batch(with_every_augmentation(load_config().train, True), 4)
     # Some of the four crops keep a rectangle, and its anchors are positives.
     assert float(tf.reduce_sum(targets["box_weights"])) >= 1.0

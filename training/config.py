@@ -134,7 +134,8 @@ class FactorConfig:
 @dataclass(frozen=True)
 class DistortColorConfig:
     enabled: bool = opt(False, "Apply random_distort_color.")
-    color_ordering: int = opt(0, "0: brightness, saturation, hue, contrast; 1: brightness, contrast, saturation, hue.")
+    color_ordering: int = opt(
+        0, "0: brightness, saturation, hue, contrast; 1: brightness, contrast, saturation, hue.")
 
 
 @dataclass(frozen=True)

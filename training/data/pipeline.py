@@ -1,8 +1,8 @@
 """The training input pipeline: decoded images -> augment -> resize -> normalize -> targets -> batch.
 
-Order, as the OD API: the configured augmentations (training.data.augment, in
-its ORDER) on the full-size image, then the fixed_shape_resizer (stretch,
-bilinear), then the one shared `app.preprocess.normalize`, then per-anchor targets. Targets have a fixed
+Order, as the OD API: the configured augmentations (training.data.augment) on
+the full-size image, then the fixed_shape_resizer (stretch, bilinear), then the
+one shared `app.preprocess.normalize`, then per-anchor targets. Targets have a fixed
 shape per image ([N anchors, ...]), so ground-truth boxes need no padding before
 batching; at most `max_boxes` boxes per image are kept (max_number_of_boxes).
 
@@ -21,7 +21,10 @@ CACHE_BUDGET_BYTES = 4 * 1024 ** 3
 
 
 def to_model_input(image, height, width):
-    """uint8 (or float32 0..255) [h, w, 3] RGB -> float32 [height, width, 3] in the model's range (stretch + normalize)."""
+    """uint8 or float32 (0..255) [h, w, 3] RGB -> float32 [height, width, 3] in the model range.
+
+    Stretch resize, then `app.preprocess.normalize`.
+    """
     resized = tf.image.resize(tf.cast(image, tf.float32), (height, width), method="bilinear")
     return preprocess.normalize(tf.clip_by_value(resized, 0.0, 255.0))
 
