@@ -1,13 +1,13 @@
 """The OD API's data augmentations (object_detection/core/preprocessor.py), one per function.
 
-Geometric steps take and return uint8 [H, W, 3] images with float32 [K, 4] normalized
+Geometric steps take and return [H, W, 3] images of any dtype with float32 [K, 4] normalized
 (ymin, xmin, ymax, xmax) boxes, which they keep on the pixels they describe. Colour steps take
 and return float32 [H, W, 3] images in [0, 255], as the OD API's do: each works on the image
 divided by 255 and clips the result back to [0, 255]. Boxes do not change in colour steps.
 
 Randomness is stateless: every function takes a [2] int seed, so a parallel tf.data map stays
-reproducible. `apply` runs the configured steps in one fixed order (training.config.AUGMENTATIONS),
-geometric first.
+reproducible. `apply` runs the configured steps in one fixed order, training.config.AUGMENTATIONS:
+geometric steps first, then colour.
 """
 
 import tensorflow as tf
@@ -15,7 +15,6 @@ import tensorflow as tf
 from app.errors import UserError
 from training.config import AUGMENTATIONS
 
-ORDER = tuple(step for step, _ in AUGMENTATIONS)  # the order `apply` runs the steps in
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # the OD API's luma weights for random_rgb_to_gray
 
 
@@ -51,7 +50,7 @@ def random_horizontal_flip(image, boxes, seed):
     """Mirrors image and boxes left-right with probability 0.5.
 
     Args:
-      image: uint8 [H, W, 3].
+      image: [H, W, 3], any dtype (uint8 or float32).
       boxes: float32 [K, 4] normalized (ymin, xmin, ymax, xmax).
       seed: int32/int64 [2] stateless seed.
 
@@ -70,7 +69,7 @@ def random_rotation90(image, boxes, seed):
     """Turns image and boxes 90 degrees counter-clockwise with probability 0.5.
 
     Args:
-      image: uint8 [H, W, 3].
+      image: [H, W, 3], any dtype.
       boxes: float32 [K, 4] normalized (ymin, xmin, ymax, xmax).
       seed: [2] stateless seed.
 
@@ -115,7 +114,7 @@ def random_crop_image(image, boxes, classes, seed, crop):
     """OD API random_crop_image: a random window, boxes moved into it, pruned, maybe clipped.
 
     Args:
-      image: uint8 [H, W, 3].
+      image: [H, W, 3], any dtype.
       boxes: float32 [K, 4] normalized (ymin, xmin, ymax, xmax).
       classes: int32 [K].
       seed: [2] stateless seed.
@@ -123,7 +122,7 @@ def random_crop_image(image, boxes, classes, seed, crop):
         min/max_aspect_ratio, min/max_area, overlap_thresh, clip_boxes, random_coef).
 
     Returns:
-      (image uint8 [h, w, 3], boxes float32 [K', 4] normalized to the crop,
+      (image [h, w, 3] of the same dtype, boxes float32 [K', 4] normalized to the crop,
       classes int32 [K']): boxes with no overlap, or an overlap fraction below
       overlap_thresh, are dropped. With chance random_coef the inputs come back uncropped.
     """
@@ -293,61 +292,60 @@ def random_black_patches(image, seed, max_black_patches=10, probability=0.5,
     return image
 
 
-def _geometric(image, boxes, classes, seeds, cfg):
-    """The configured flips, rotation and crops on the uint8 image (seeds: one per ORDER step)."""
-    if cfg.horizontal_flip:
-        image, boxes = random_horizontal_flip(image, boxes, seeds[0])
-    if cfg.vertical_flip:
-        image, boxes = random_vertical_flip(image, boxes, seeds[1])
-    if cfg.rotation90:
-        image, boxes = random_rotation90(image, boxes, seeds[2])
-    if cfg.random_crop.enabled:
-        image, boxes, classes = random_crop_image(image, boxes, classes, seeds[3], cfg.random_crop)
-    if cfg.ssd_random_crop.enabled:
-        image, boxes, classes = ssd_random_crop(image, boxes, classes, seeds[4],
-                                                cfg.ssd_random_crop.operations)
-    return image, boxes, classes
+def _boxes_step(fn):
+    """A (image, boxes, seed) step as a STEPS entry."""
+    return lambda image, boxes, classes, seed, cfg: fn(image, boxes, seed) + (classes,)
 
 
-def _colour(image, seeds, cfg):
-    """The configured colour steps and black patches on the float32 [0, 255] image."""
-    if cfg.adjust_brightness.enabled:
-        image = random_adjust_brightness(image, seeds[5], cfg.adjust_brightness.max_delta)
-    if cfg.adjust_contrast.enabled:
-        c = cfg.adjust_contrast
-        image = random_adjust_contrast(image, seeds[6], c.min_delta, c.max_delta)
-    if cfg.adjust_hue.enabled:
-        image = random_adjust_hue(image, seeds[7], cfg.adjust_hue.max_delta)
-    if cfg.adjust_saturation.enabled:
-        s = cfg.adjust_saturation
-        image = random_adjust_saturation(image, seeds[8], s.min_delta, s.max_delta)
-    if cfg.distort_color.enabled:
-        image = random_distort_color(image, seeds[9], cfg.distort_color.color_ordering)
-    if cfg.rgb_to_gray.enabled:
-        image = random_rgb_to_gray(image, seeds[10], cfg.rgb_to_gray.probability)
-    if cfg.black_patches.enabled:
-        b = cfg.black_patches
-        image = random_black_patches(image, seeds[11], b.max_black_patches, b.probability,
-                                     b.size_to_image_ratio)
-    return image
+def _colour_step(fn, *params):
+    """An (image, seed, *params) step as a STEPS entry; params are the attribute paths of cfg."""
+    def step(image, boxes, classes, seed, cfg):
+        return fn(image, seed, *[_get(cfg, p) for p in params]), boxes, classes
+    return step
+
+
+# OD API step name -> fn(image, boxes, classes, seed, train_cfg) -> (image, boxes, classes).
+STEPS = {
+    "random_horizontal_flip": _boxes_step(random_horizontal_flip),
+    "random_vertical_flip": _boxes_step(random_vertical_flip),
+    "random_rotation90": _boxes_step(random_rotation90),
+    "random_crop_image": lambda i, b, c, s, cfg: random_crop_image(i, b, c, s, cfg.random_crop),
+    "ssd_random_crop": lambda i, b, c, s, cfg: ssd_random_crop(
+        i, b, c, s, cfg.ssd_random_crop.operations),
+    "random_adjust_brightness": _colour_step(random_adjust_brightness, "adjust_brightness.max_delta"),
+    "random_adjust_contrast": _colour_step(
+        random_adjust_contrast, "adjust_contrast.min_delta", "adjust_contrast.max_delta"),
+    "random_adjust_hue": _colour_step(random_adjust_hue, "adjust_hue.max_delta"),
+    "random_adjust_saturation": _colour_step(
+        random_adjust_saturation, "adjust_saturation.min_delta", "adjust_saturation.max_delta"),
+    "random_distort_color": _colour_step(random_distort_color, "distort_color.color_ordering"),
+    "random_rgb_to_gray": _colour_step(random_rgb_to_gray, "rgb_to_gray.probability"),
+    "random_black_patches": _colour_step(
+        random_black_patches, "black_patches.max_black_patches", "black_patches.probability",
+        "black_patches.size_to_image_ratio"),
+}
 
 
 def apply(image, boxes, classes, seed, train_cfg):
-    """Every augmentation `train_cfg` enables, in ORDER.
+    """Every augmentation `train_cfg` enables, in the order of training.config.AUGMENTATIONS.
 
     Args:
       image: uint8 [H, W, 3] RGB.
       boxes: float32 [K, 4] normalized (ymin, xmin, ymax, xmax).
       classes: int32 [K].
-      seed: [2] stateless seed (step i uses split i, so enabling one step leaves the others' draws alone).
+      seed: [2] stateless seed. Step i of AUGMENTATIONS uses split i, so turning one step on
+        leaves the other steps' draws as they were.
       train_cfg: training.config.TrainConfig.
 
     Returns:
       (image float32 [h, w, 3] in [0, 255], boxes float32 [K', 4], classes int32 [K']).
     """
-    seeds = tf.random.experimental.stateless_split(seed, len(ORDER))
-    image, boxes, classes = _geometric(image, boxes, classes, seeds, train_cfg)
-    return _colour(tf.cast(image, tf.float32), seeds, train_cfg), boxes, classes
+    seeds = tf.random.experimental.stateless_split(seed, len(AUGMENTATIONS))
+    image = tf.cast(image, tf.float32)
+    for i, (step, key) in enumerate(AUGMENTATIONS):
+        if _get(train_cfg, key):
+            image, boxes, classes = STEPS[step](image, boxes, classes, seeds[i], train_cfg)
+    return image, boxes, classes
 
 
 def _check(ok, key, expected, value):
