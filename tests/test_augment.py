@@ -285,6 +285,9 @@ def test_apply_runs_every_step_and_keeps_boxes_and_classes_paired():
     ("rgb_to_gray", {"probability": 1.5}, "train.rgb_to_gray.probability: expected a probability"),
     ("adjust_contrast", {"min_delta": 2.0}, "train.adjust_contrast.min_delta"),
     ("ssd_random_crop", {"operations": []}, "train.ssd_random_crop.operations"),
+    ("ssd_random_crop", {"operations": [CropOperation(), CropOperation(max_area=0.0)]},
+     r"train.ssd_random_crop.operations\[1\].min_area: expected 0 < min_area <= max_area"),
+    ("random_crop", {"min_aspect_ratio": 4.0}, "train.random_crop.min_aspect_ratio"),
 ])
 def test_check_config_names_the_bad_key(key, change, expected):
     train = load_config().train

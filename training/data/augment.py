@@ -353,11 +353,25 @@ def _check(ok, key, expected, value):
         raise UserError("config: train.{}: expected {}, got {}".format(key, expected, value))
 
 
+def _check_crop(crop, key):
+    """A random_crop_image / ssd_random_crop operation's ranges (sample_distorted_bounding_box's)."""
+    _check(0.0 < crop.min_area <= crop.max_area <= 1.0, key + ".min_area",
+           "0 < min_area <= max_area <= 1 (max_area {})".format(crop.max_area), crop.min_area)
+    _check(0.0 < crop.min_aspect_ratio <= crop.max_aspect_ratio, key + ".min_aspect_ratio",
+           "0 < min_aspect_ratio <= max_aspect_ratio ({})".format(crop.max_aspect_ratio),
+           crop.min_aspect_ratio)
+    _check(0.0 <= crop.random_coef <= 1.0, key + ".random_coef", "a probability in [0, 1]",
+           crop.random_coef)
+
+
 def check_config(train_cfg):
     """Raises UserError for augmentation settings the steps cannot run with (before training)."""
-    for key in ("rgb_to_gray.probability", "black_patches.probability", "random_crop.random_coef"):
+    for key in ("rgb_to_gray.probability", "black_patches.probability"):
         value = _get(train_cfg, key)
         _check(0.0 <= value <= 1.0, key, "a probability in [0, 1]", value)
+    _check_crop(train_cfg.random_crop, "random_crop")
+    for i, operation in enumerate(train_cfg.ssd_random_crop.operations):
+        _check_crop(operation, "ssd_random_crop.operations[{}]".format(i))
     _check(train_cfg.distort_color.color_ordering in (0, 1), "distort_color.color_ordering",
            "0 or 1", train_cfg.distort_color.color_ordering)
     for key in ("adjust_contrast", "adjust_saturation"):
