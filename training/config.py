@@ -211,7 +211,7 @@ class ExportConfig:
 
 
 # OD API preprocessing step -> the train key that enables it, in the order training applies them
-# (geometric steps on the uint8 image first, then colour; training/data/augment.py).
+# (geometric steps first, then colour; training/data/augment.py).
 AUGMENTATIONS = (
     ("random_horizontal_flip", "horizontal_flip"),
     ("random_vertical_flip", "vertical_flip"),
