@@ -202,6 +202,13 @@ def replace(section, **changes):
     return dataclasses.replace(section, **changes)
 
 
+def _flow_item(key, value):
+    """'key: value' in YAML flow style (value a scalar, list or mapping)."""
+    import yaml
+    text = yaml.safe_dump({key: value}, default_flow_style=True, width=1000).strip()
+    return text[1:-1] if text.startswith("{") else text
+
+
 def render_yaml(sections, values=None):
     """Renders sections as commented YAML: every key with its value and its description.
 
@@ -220,9 +227,13 @@ def render_yaml(sections, values=None):
             if dataclasses.is_dataclass(value):
                 lines.append("{}{}:".format(pad, f.name))
                 emit(value, indent + 1)
+            elif value and isinstance(value, list) and dataclasses.is_dataclass(value[0]):
+                lines.append("{}{}:".format(pad, f.name))  # one flow mapping per item, keys in order
+                lines.extend("{}- {{{}}}".format(pad, ", ".join(
+                    _flow_item(g.name, getattr(item, g.name)) for g in dataclasses.fields(item)))
+                    for item in value)
             else:
-                text = yaml.safe_dump({f.name: value}, default_flow_style=True, width=1000).strip()
-                lines.append(pad + text[1:-1] if text.startswith("{") else pad + text)
+                lines.append(pad + _flow_item(f.name, value))
     for name, cls in sections.items():
         obj = (values or {}).get(name) or cls()
         lines.append("{}:".format(name))

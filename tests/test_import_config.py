@@ -166,12 +166,18 @@ def test_existing_label_map_gives_the_names(tmp_path):
 @pytest.mark.parametrize("text, expected", [
     (None, "cannot read pipeline.config"),
     ("model { ssd { num_classes: 3 \n image_resizer {{ }", ":2:17"),
-    ("model {\n  faster_rcnn { num_classes: 3 }\n}", ":2:3: model.faster_rcnn is not an SSD model"),
+    ("model {\n  faster_rcnn { num_classes: 3 }\n}", "model.faster_rcnn is a Faster R-CNN"),
+    ("model { center_net { num_classes: 3 } }", "model.center_net is a CenterNet"),
     ("model { ssd { num_classes: 3 feature_extractor { type: 'ssd_resnet50_v1_fpn_keras' } } }",
-     "'ssd_resnet50_v1_fpn_keras' is not supported"),
-    ("model { ssd { num_classes: 3\n  image_resizer { keep_aspect_ratio_resizer { } } } }",
-     ":2:19: field 'keep_aspect_ratio_resizer' of ImageResizer is not supported"),
-    ("model { ssd { num_classes: 3 unknown_thing: 1 } }", "field 'unknown_thing' of Ssd"),
+     "'ssd_resnet50_v1_fpn_keras' is an FPN feature extractor"),
+    ("model { ssd { num_classes: 3 feature_extractor { type: 'ssd_efficientnet-b0_bifpn_keras' "
+     "bifpn { min_level: 3 } } } }", "feature_extractor.bifpn: 'ssd_efficientnet-b0_bifpn_keras' "
+                                     "uses EfficientDet's BiFPN"),
+    ("model { ssd { num_classes: 3 feature_extractor { type: 'ssd_mobilenet_v2_keras' }\n"
+     "  image_resizer { keep_aspect_ratio_resizer { } } } }",
+     "model.ssd.image_resizer.keep_aspect_ratio_resizer is not supported"),
+    ("model { ssd { num_classes: 3\n unknown_thing: 1 } }",
+     ":2:2: field 'unknown_thing' of Ssd is not defined by the OD API"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, text, expected):
     path = str(tmp_path / "missing.config") if text is None else _write(tmp_path, text)

@@ -9,7 +9,8 @@ tf = pytest.importorskip("tensorflow")
 
 from app import anchors as app_anchors  # noqa: E402
 from training.config import RandomCropConfig, load_config  # noqa: E402
-from training.data import pipeline  # noqa: E402
+from tests.test_augment import with_every_augmentation  # noqa: E402
+from training.data import augment, pipeline  # noqa: E402
 
 H, W = 60, 80
 # Two white rectangles on black: rows 10..29 x cols 20..49, and rows 40..55 x cols 60..75.
@@ -35,7 +36,7 @@ def test_flip_moves_boxes_with_pixels():
     image, boxes, _ = _scene()
     flipped_count = 0
     for s in range(8):
-        out, out_boxes = pipeline.random_horizontal_flip(tf.constant(image), tf.constant(boxes),
+        out, out_boxes = augment.random_horizontal_flip(tf.constant(image), tf.constant(boxes),
                                                          tf.constant([s, 7]))
         out, out_boxes = out.numpy(), out_boxes.numpy()
         flipped_count += int(not np.array_equal(out, image))
@@ -54,7 +55,7 @@ def test_crop_keeps_boxes_on_their_pixels():
     crop = RandomCropConfig(min_area=0.3, max_area=0.8, min_aspect_ratio=0.5, max_aspect_ratio=2.0)
     dropped = 0
     for s in range(20):
-        out, out_boxes, out_classes = [t.numpy() for t in pipeline.random_crop_image(
+        out, out_boxes, out_classes = [t.numpy() for t in augment.random_crop_image(
             tf.constant(image), tf.constant(boxes), tf.constant(classes), tf.constant([s, 3]), crop)]
         h, w = out.shape[:2]
         assert h * w <= 0.8 * H * W + W
@@ -80,7 +81,7 @@ def test_crop_drops_boxes_below_overlap_thresh():
     image, boxes, classes = _scene()
     crop = RandomCropConfig(min_area=0.3, max_area=0.6, overlap_thresh=0.99)
     for s in range(10):
-        out, out_boxes, _ = [t.numpy() for t in pipeline.random_crop_image(
+        out, out_boxes, _ = [t.numpy() for t in augment.random_crop_image(
             tf.constant(image), tf.constant(boxes), tf.constant(classes), tf.constant([s, 5]), crop)]
         h, w = out.shape[:2]
         for box in out_boxes:
@@ -90,15 +91,28 @@ def test_crop_drops_boxes_below_overlap_thresh():
             assert (y1 - y0) * (x1 - x0) in areas
 
 
-def test_train_dataset_batches_targets():
+def _first_batch(train_cfg, batch_size):
+    """(images, targets, anchors) of the scene through train_dataset at 64x64."""
     cfg = load_config()
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_height=64, input_width=64))
+    cfg = dataclasses.replace(cfg, train=train_cfg or cfg.train, model=dataclasses.replace(
+        cfg.model, input_height=64, input_width=64))
     anchors = app_anchors.anchors_from_config(cfg.model)
     image, boxes, classes = _scene()
     decoded = tf.data.Dataset.from_tensors({"image": image, "boxes": boxes, "classes": classes})
-    images, targets = next(iter(pipeline.train_dataset(decoded, cfg, anchors, batch_size=3)))
-    assert images.shape == (3, 64, 64, 3)
+    images, targets = next(iter(pipeline.train_dataset(decoded, cfg, anchors, batch_size)))
+    assert images.shape == (batch_size, 64, 64, 3)
     assert float(tf.reduce_min(images)) >= -1.0 and float(tf.reduce_max(images)) <= 1.0
+    return images, targets, anchors
+
+
+def test_train_dataset_batches_targets():
+    _, targets, anchors = _first_batch(None, 3)
     assert targets["cls_targets"].shape == (3, len(anchors), 3)
     # force_match_for_each_row: every surviving box has at least one positive anchor.
     assert float(tf.reduce_min(tf.reduce_sum(targets["box_weights"], axis=1))) >= 1.0
+
+
+def test_train_dataset_runs_every_augmentation_in_graph_mode():
+    _, targets, _ = _first_batch(with_every_augmentation(load_config().train, True), 4)
+    # Some of the four crops keep a rectangle, and its anchors are positives.
+    assert float(tf.reduce_sum(targets["box_weights"])) >= 1.0

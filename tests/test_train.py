@@ -136,3 +136,14 @@ def test_restore_without_checkpoint_is_a_user_error(tmp_path):
     from app.errors import UserError
     with pytest.raises(UserError, match="no state.json"):
         trainer.restore_model(str(tmp_path))
+
+
+def test_bad_augmentation_value_exits_2_before_training(tmp_path, capsys):
+    config = _write_config(tmp_path / "c.yaml", "train: {distort_color: {enabled: true, color_ordering: 3}}\n")
+    workdir = tmp_path / "run"
+    code = run_cli(cli.main, ["train", "--config", config, "--workdir", str(workdir)],
+                   prog="edgedet-train")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "train.distort_color.color_ordering: expected 0 or 1, got 3" in err[0]
+    assert not workdir.exists()

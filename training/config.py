@@ -89,6 +89,67 @@ class RandomCropConfig:
     min_area: float = opt(0.75, "Smallest crop area, as a fraction of the image.")
     max_area: float = opt(1.0, "Largest crop area.")
     overlap_thresh: float = opt(0.0, "Boxes overlapping the crop less than this are dropped.")
+    clip_boxes: bool = opt(True, "Clip the kept boxes to the crop.")
+    random_coef: float = opt(0.0, "Chance of keeping the whole image instead of cropping.")
+
+
+@dataclass(frozen=True)
+class CropOperation:
+    min_object_covered: float = opt(0.0, "Least fraction of some box the crop must cover.")
+    min_aspect_ratio: float = opt(0.5, "Smallest crop aspect ratio (width/height).")
+    max_aspect_ratio: float = opt(2.0, "Largest crop aspect ratio.")
+    min_area: float = opt(0.1, "Smallest crop area, as a fraction of the image.")
+    max_area: float = opt(1.0, "Largest crop area.")
+    overlap_thresh: float = opt(0.0, "Boxes overlapping the crop less than this are dropped.")
+    clip_boxes: bool = opt(True, "Clip the kept boxes to the crop.")
+    random_coef: float = opt(0.15, "Chance of keeping the whole image instead of cropping.")
+
+
+def _ssd_crop_operations():
+    # The OD API's ssd_random_crop defaults (the SSD paper's): seven IoU levels.
+    return [CropOperation(min_object_covered=v, overlap_thresh=v)
+            for v in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)]
+
+
+@dataclass(frozen=True)
+class SsdRandomCropConfig:
+    enabled: bool = opt(False, "Apply ssd_random_crop: one of the operations, drawn uniformly.")
+    operations: typing.List[CropOperation] = opt(
+        None, "The crop operations; default: the OD API's seven.", _ssd_crop_operations)
+
+
+@dataclass(frozen=True)
+class DeltaConfig:
+    enabled: bool = opt(False, "Apply this step.")
+    max_delta: float = opt(0.2, "Largest change, drawn from [-max_delta, max_delta].")
+
+
+@dataclass(frozen=True)
+class FactorConfig:
+    enabled: bool = opt(False, "Apply this step.")
+    min_delta: float = opt(0.8, "Smallest factor.")
+    max_delta: float = opt(1.25, "Largest factor.")
+
+
+@dataclass(frozen=True)
+class DistortColorConfig:
+    enabled: bool = opt(False, "Apply random_distort_color.")
+    color_ordering: int = opt(
+        0, "0: brightness, saturation, hue, contrast; 1: brightness, contrast, saturation, hue.")
+
+
+@dataclass(frozen=True)
+class RgbToGrayConfig:
+    enabled: bool = opt(False, "Apply random_rgb_to_gray.")
+    probability: float = opt(0.1, "Chance of a grey image.")
+
+
+@dataclass(frozen=True)
+class BlackPatchesConfig:
+    enabled: bool = opt(False, "Apply random_black_patches.")
+    max_black_patches: int = opt(10, "Squares that may be drawn.")
+    probability: float = opt(0.5, "Chance of each square.")
+    size_to_image_ratio: float = opt(0.1, "Square side as a fraction of the shorter image side.")
 
 
 @dataclass(frozen=True)
@@ -108,6 +169,18 @@ class TrainConfig:
     qat_learning_rate_scale: float = opt(0.1, "Learning rate factor during quantization-aware steps.")
     horizontal_flip: bool = opt(True, "Apply random_horizontal_flip.")
     random_crop: RandomCropConfig = opt(None, "random_crop_image settings.", RandomCropConfig)
+    vertical_flip: bool = opt(False, "Apply random_vertical_flip (probability 0.5).")
+    rotation90: bool = opt(False, "Apply random_rotation90: 90 degrees counter-clockwise, probability 0.5.")
+    ssd_random_crop: SsdRandomCropConfig = opt(None, "ssd_random_crop settings.", SsdRandomCropConfig)
+    adjust_brightness: DeltaConfig = opt(
+        None, "random_adjust_brightness; max_delta is a fraction of 255.", DeltaConfig)
+    adjust_contrast: FactorConfig = opt(None, "random_adjust_contrast factor range.", FactorConfig)
+    adjust_hue: DeltaConfig = opt(None, "random_adjust_hue; max_delta is a fraction of the hue circle.",
+                                  lambda: DeltaConfig(max_delta=0.02))
+    adjust_saturation: FactorConfig = opt(None, "random_adjust_saturation factor range.", FactorConfig)
+    distort_color: DistortColorConfig = opt(None, "random_distort_color settings.", DistortColorConfig)
+    rgb_to_gray: RgbToGrayConfig = opt(None, "random_rgb_to_gray settings.", RgbToGrayConfig)
+    black_patches: BlackPatchesConfig = opt(None, "random_black_patches settings.", BlackPatchesConfig)
     matched_threshold: float = opt(0.5, "argmax_matcher matched_threshold (IoU).")
     unmatched_threshold: float = opt(0.5, "argmax_matcher unmatched_threshold (IoU).")
     force_match_for_each_row: bool = opt(True, "Every ground-truth box gets its best anchor.")
@@ -136,6 +209,23 @@ class ExportConfig:
     calibration_images: int = opt(200, "Eval images used as the representative data set (>= 100).")
     with_postprocess: bool = opt(False, "Also write model_int8_postprocess.tflite (TFLite_Detection_PostProcess).")
 
+
+# OD API preprocessing step -> the train key that enables it, in the order training applies them
+# (geometric steps first, then colour; training/data/augment.py).
+AUGMENTATIONS = (
+    ("random_horizontal_flip", "horizontal_flip"),
+    ("random_vertical_flip", "vertical_flip"),
+    ("random_rotation90", "rotation90"),
+    ("random_crop_image", "random_crop.enabled"),
+    ("ssd_random_crop", "ssd_random_crop.enabled"),
+    ("random_adjust_brightness", "adjust_brightness.enabled"),
+    ("random_adjust_contrast", "adjust_contrast.enabled"),
+    ("random_adjust_hue", "adjust_hue.enabled"),
+    ("random_adjust_saturation", "adjust_saturation.enabled"),
+    ("random_distort_color", "distort_color.enabled"),
+    ("random_rgb_to_gray", "rgb_to_gray.enabled"),
+    ("random_black_patches", "black_patches.enabled"),
+)
 
 TRAINING_SECTIONS = {
     "model": ModelConfig,

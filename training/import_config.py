@@ -16,9 +16,9 @@ import sys
 
 from app.errors import UserError
 from training.odapi_proto import default_leaves, parse_pipeline, set_leaves
-from training.odapi_proto.rules import Key, NotSupported, Same, lookup
+from training.odapi_proto.architecture import unsupported_reason
+from training.odapi_proto.rules import AUGMENTATION_KEYS, Key, NotSupported, Same, lookup
 
-SUPPORTED_EXTRACTORS = ("ssd_mobilenet_v2_keras", "ssd_mobilenet_v2")
 LIST_KEYS = ("model.anchors.aspect_ratios",)  # repeated fields whose elements build one list
 
 # Keys whose mapping needs a word of explanation in the output.
@@ -64,8 +64,8 @@ def import_pipeline(path):
     """Reads a pipeline.config and returns (training.config.Config, Report).
 
     Raises:
-      UserError: missing file, syntax error (path:line:col), a field outside edgedet's OD API
-        subset, a non-SSD model or an unsupported feature extractor.
+      UserError: missing file, syntax error (path:line:col), a field the OD API does not
+        define, or a model edgedet does not build (training/odapi_proto/architecture.py).
     """
     try:
         with open(path) as f:
@@ -81,6 +81,7 @@ def import_pipeline(path):
     for field_path, value in default_leaves(msg):
         _apply_default(report, field_path, _tidy(value))
     _apply_presence(report, msg)
+    _order_warning(report, msg.train_config.data_augmentation_options)
     _apply_labels(report, msg.model.ssd.num_classes, os.path.dirname(os.path.abspath(path)))
     _check_paths(report, os.path.dirname(os.path.abspath(path)))
     _quantization_warnings(report, msg)
@@ -88,21 +89,16 @@ def import_pipeline(path):
 
 
 def _check_model(msg, path):
-    if not msg.model.HasField("ssd"):
-        raise UserError("{}: no model {{ ssd {{ ... }} }} block; edgedet imports SSD pipeline.configs "
-                        "only.".format(path))
-    kind = msg.model.ssd.feature_extractor.type
-    if kind not in SUPPORTED_EXTRACTORS:
-        raise UserError("{}: model.ssd.feature_extractor.type '{}' is not supported; edgedet builds "
-                        "MobileNetV2 only ({}). Start from an ssd_mobilenet_v2 config."
-                        .format(path, kind, " or ".join(SUPPORTED_EXTRACTORS)))
+    reason = unsupported_reason(msg)
+    if reason is not None:
+        raise UserError("{}: {}.".format(path, reason))
 
 
 def _apply(report, path, value):
     """Sorts one set field into mapped / built in / not supported."""
     rule = lookup(path)
     if isinstance(rule, Same):
-        if _same(value, rule.expected):
+        if _is_expected(value, rule.expected):
             report.builtin.append(Entry(path, value, rule.why))
         else:
             report.unsupported.append(Entry(path, value, "edgedet always uses {} ({})".format(
@@ -125,6 +121,8 @@ def _apply(report, path, value):
 
 def _assign(report, key, value, path):
     """Sets a config key; returns a reason string when an earlier field set it differently."""
+    if _is_list_item(key):
+        return None  # the whole list is built from the message (_apply_presence)
     if key in LIST_KEYS:
         report.values.setdefault(key, []).append(value)
         report.sources.setdefault(key, path)
@@ -140,25 +138,54 @@ def _assign(report, key, value, path):
 def _apply_default(report, path, value):
     """A field the file leaves unset: the OD API's default applies, so it applies here too."""
     rule = lookup(path)
-    if isinstance(rule, Same) and not _same(value, rule.expected):
+    if isinstance(rule, Same) and not _is_expected(value, rule.expected):
         report.unsupported.append(Entry(path, value, "not set, so the OD API default applies, but "
                                         "edgedet always uses {} ({})".format(
                                             _show(rule.expected), rule.why)))
+    elif isinstance(rule, Key) and _is_list_item(rule.key):
+        report.defaulted.append(Entry(path, value, rule.key))
     elif isinstance(rule, Key) and rule.key not in report.values and rule.convert is None:
         report.values[rule.key] = value
         report.sources[rule.key] = path + " (OD API default)"
         report.defaulted.append(Entry(path, value, rule.key))
 
 
+def _is_list_item(key):
+    """Keys like "train.ssd_random_crop.operations[].min_area": one field of a list of mappings."""
+    return "[]" in key
+
+
 def _apply_presence(report, msg):
     """Keys that follow from a block being there at all, e.g. `random_horizontal_flip {}`."""
     steps = msg.train_config.data_augmentation_options
     if msg.HasField("train_config"):
-        report.values["train.horizontal_flip"] = any(s.HasField("random_horizontal_flip") for s in steps)
-        report.values["train.random_crop.enabled"] = any(s.HasField("random_crop_image") for s in steps)
+        for step, key in AUGMENTATION_KEYS.items():
+            report.values[key] = any(s.WhichOneof("preprocessing_step") == step for s in steps)
+        _apply_ssd_crop_operations(report, steps)
     report.values["train.quantization.enabled"] = msg.graph_rewriter.HasField("quantization")
     if msg.train_input_reader.HasField("tf_record_input_reader"):
         report.values["data.format"] = "tfrecord"
+
+
+def _apply_ssd_crop_operations(report, steps):
+    """train.ssd_random_crop.operations from the file's operations, field by field as the OD API
+    reads them (an unset float is 0); no operations keeps edgedet's default, the OD API's seven."""
+    for step in steps:
+        operations = step.ssd_random_crop.operations
+        if step.WhichOneof("preprocessing_step") == "ssd_random_crop" and operations:
+            report.values["train.ssd_random_crop.operations"] = [
+                {f.name: _tidy(getattr(op, f.name)) for f in op.DESCRIPTOR.fields} for op in operations]
+
+
+def _order_warning(report, steps):
+    """A warning when the file lists augmentations in another order than edgedet applies them."""
+    names = [s.WhichOneof("preprocessing_step") for s in steps]
+    known = [n for n in names if n in AUGMENTATION_KEYS]
+    in_order = sorted(known, key=list(AUGMENTATION_KEYS).index)
+    if known != in_order:
+        report.warnings.append("data_augmentation_options run in the order {} in the OD API; edgedet "
+                               "applies them in its fixed order {}".format(
+                                   ", ".join(known), ", ".join(in_order)))
 
 
 def _apply_labels(report, num_classes, config_dir):
@@ -297,11 +324,19 @@ def _same(a, b):
     return a == b
 
 
+def _is_expected(value, expected):
+    """`value` equals `expected`, or one of them when `expected` is a tuple of accepted values."""
+    choices = expected if isinstance(expected, tuple) else (expected,)
+    return any(_same(value, choice) for choice in choices)
+
+
 def _show(value):
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "{}"
+    if isinstance(value, tuple):
+        return " or ".join(_show(v) for v in value)
     if isinstance(value, str):
         return '"{}"'.format(value)
     return str(value)

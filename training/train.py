@@ -23,7 +23,7 @@ from app import anchors as app_anchors
 from app.errors import UserError
 from training import config as training_config
 from training import losses, model as ssd_model, schedule, workdir as run_dir
-from training.data import pipeline
+from training.data import augment, pipeline
 
 # Most train steps fused into one tf.function call (fewer Python round trips).
 MAX_STEPS_PER_CALL = 10
@@ -75,6 +75,7 @@ def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False, out=No
 def check_train_config(train_cfg):
     """Raises UserError for train keys that cannot work together, before anything is written."""
     schedule.from_config(train_cfg)
+    augment.check_config(train_cfg)
     for key in ("checkpoint_every", "log_every", "batch_size"):
         if getattr(train_cfg, key) < 1:
             raise UserError("config: train.{}: expected >= 1, got {}".format(

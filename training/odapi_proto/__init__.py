@@ -1,8 +1,9 @@
 """OD API pipeline.config (protobuf text format) -> a protobuf message, with no OD API install.
 
-The schema is `odapi_subset.pbtxt`: a FileDescriptorProto in text format, loaded with
+The schema is `odapi_subset.pbtxt`: every message of the OD API's pipeline.proto as a
+FileDescriptorProto in text format (scripts/odapi_schema.py writes it), loaded with
 `google.protobuf.text_format` into a private DescriptorPool. Parsing is strict: a field the
-subset lacks is an error with its line and column, never silently skipped.
+OD API does not define is an error with its line and column, never silently skipped.
 """
 
 import functools
@@ -13,9 +14,6 @@ from app.errors import UserError
 
 SCHEMA_PATH = os.path.join(os.path.dirname(__file__), "odapi_subset.pbtxt")
 PACKAGE = "object_detection.protos"
-
-# Models that are valid OD API configs but not SSD: named in the error instead of "unknown field".
-NON_SSD_MODELS = ("faster_rcnn", "center_net", "experimental_model")
 
 _UNKNOWN_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
 
@@ -49,11 +47,11 @@ def parse_pipeline(text, path):
       path: file name, for messages.
 
     Returns:
-      A TrainEvalPipelineConfig message of the edgedet subset schema.
+      A TrainEvalPipelineConfig message of the OD API schema.
 
     Raises:
-      UserError: a syntax error, a wrong value, or a field outside the subset, naming
-        path:line:col and the field.
+      UserError: a syntax error, a wrong value, or a field the OD API does not define,
+        naming path:line:col and the field.
     """
     from google.protobuf import text_format
     msg = message_class()()
@@ -73,11 +71,8 @@ def _parse_error_text(err, path):
         return "{}: not a valid pipeline.config: {}. Fix the protobuf text syntax there.".format(
             where, detail)
     message, field = match.group(1).replace(PACKAGE + ".", ""), match.group(2)
-    if message == "DetectionModel" and field in NON_SSD_MODELS:
-        return ("{}: model.{} is not an SSD model; edgedet trains SSD MobileNetV2 only. "
-                "Start from an ssd_mobilenet_v2 pipeline.config.".format(where, field))
-    return ("{}: field '{}' of {} is not supported by edgedet (it is not in the OD API subset in "
-            "training/odapi_proto/odapi_subset.pbtxt). Remove it, or check its spelling."
+    return ("{}: field '{}' of {} is not defined by the OD API's pipeline.config schema "
+            "(training/odapi_proto/odapi_subset.pbtxt). Check its spelling, or remove it."
             .format(where, field, message))
 
 

@@ -6,12 +6,15 @@ as not supported (see `lookup`), so a new OD API field can never vanish silently
 
 Three kinds of rule:
   Key(key, convert)      the value goes to a config.yaml key (dotted, e.g. "model.input_height").
-  Same(expected, why)    edgedet always behaves like this value and has no key for it; any
-                         other value is reported as not supported.
+  Same(expected, why)    edgedet always behaves like this value (or one of this tuple of values)
+                         and has no key for it; any other value is reported as not supported.
   No(why)                not supported, with the reason.
 """
 
 import collections
+
+from training.config import AUGMENTATIONS
+from training.odapi_proto.architecture import SUPPORTED_EXTRACTORS
 
 Key = collections.namedtuple("Key", "key convert")
 Key.__new__.__defaults__ = (None,)
@@ -39,6 +42,12 @@ def _present(_):
     return True
 
 
+def _color_ordering(value):
+    if value not in (0, 1):
+        raise NotSupported("the OD API defines color_ordering 0 and 1 only")
+    return value
+
+
 SSD = "model.ssd."
 FE = SSD + "feature_extractor."
 BP = SSD + "box_predictor.convolutional_box_predictor."
@@ -46,6 +55,12 @@ OPT = "train_config.optimizer."
 COSINE = OPT + "momentum_optimizer.learning_rate.cosine_decay_learning_rate."
 AUG = "train_config.data_augmentation_options[]."
 CROP = AUG + "random_crop_image."
+SSD_CROP = AUG + "ssd_random_crop.operations[]."
+
+# OD API preprocessing step -> the config key its presence sets (see import_config._apply_presence).
+AUGMENTATION_KEYS = collections.OrderedDict((step, "train." + key) for step, key in AUGMENTATIONS)
+CROP_FIELDS = ("min_object_covered", "min_aspect_ratio", "max_aspect_ratio", "min_area", "max_area",
+               "overlap_thresh", "clip_boxes", "random_coef")
 
 NO_INIT = No("edgedet has no initializer key; the model code chooses its own initializers")
 NO_TF1 = "TF1 queue/session setting with no effect under TF2 or in edgedet"
@@ -79,7 +94,7 @@ RULES = {
     SSD + "image_resizer.fixed_shape_resizer.resize_method": Same(
         "BILINEAR", "app/preprocess.py stretches with bilinear resize"),
     SSD + "image_resizer.fixed_shape_resizer.convert_to_grayscale": Same(False, "input is RGB"),
-    FE + "type": Same("ssd_mobilenet_v2_keras", "the backbone is MobileNetV2 (checked on import)"),
+    FE + "type": Same(SUPPORTED_EXTRACTORS, "the backbone is MobileNetV2 (TF2 and TF1 names)"),
     FE + "depth_multiplier": Key("model.depth_multiplier"),
     FE + "min_depth": Key("model.min_depth"),
     FE + "num_layers": Key("model.anchors.num_layers"),
@@ -175,18 +190,26 @@ RULES = {
     "train_config.batch_size": Key("train.batch_size"),
     "train_config.num_steps": Key("train.steps", _positive_steps),
     "train_config.max_number_of_boxes": Key("data.max_boxes"),
-    AUG + "random_horizontal_flip": Key("train.horizontal_flip", _present),
     AUG + "random_horizontal_flip.probability": Same(0.5, "images are flipped half of the time"),
     AUG + "random_horizontal_flip.keypoint_flip_permutation[]": No("edgedet has no keypoints"),
-    CROP + "min_object_covered": Key("train.random_crop.min_object_covered"),
-    CROP + "min_aspect_ratio": Key("train.random_crop.min_aspect_ratio"),
-    CROP + "max_aspect_ratio": Key("train.random_crop.max_aspect_ratio"),
-    CROP + "min_area": Key("train.random_crop.min_area"),
-    CROP + "max_area": Key("train.random_crop.max_area"),
-    CROP + "overlap_thresh": Key("train.random_crop.overlap_thresh"),
-    CROP + "clip_boxes": Same(True, "boxes are clipped to the crop"),
-    CROP + "random_coef": Same(0.0, "the crop is always applied"),
-    AUG + "random_crop_image": Key("train.random_crop.enabled", _present),
+    AUG + "random_vertical_flip.probability": Same(0.5, "images are flipped half of the time"),
+    AUG + "random_vertical_flip.keypoint_flip_permutation[]": No("edgedet has no keypoints"),
+    AUG + "random_rotation90.probability": Same(0.5, "images are turned half of the time"),
+    AUG + "random_rotation90.keypoint_rot_permutation[]": No("edgedet has no keypoints"),
+    AUG + "random_adjust_brightness.max_delta": Key("train.adjust_brightness.max_delta"),
+    AUG + "random_adjust_contrast.min_delta": Key("train.adjust_contrast.min_delta"),
+    AUG + "random_adjust_contrast.max_delta": Key("train.adjust_contrast.max_delta"),
+    AUG + "random_adjust_hue.max_delta": Key("train.adjust_hue.max_delta"),
+    AUG + "random_adjust_saturation.min_delta": Key("train.adjust_saturation.min_delta"),
+    AUG + "random_adjust_saturation.max_delta": Key("train.adjust_saturation.max_delta"),
+    AUG + "random_distort_color.color_ordering": Key("train.distort_color.color_ordering",
+                                                     _color_ordering),
+    AUG + "random_rgb_to_gray.probability": Key("train.rgb_to_gray.probability"),
+    AUG + "random_black_patches.max_black_patches": Key("train.black_patches.max_black_patches"),
+    AUG + "random_black_patches.probability": Key("train.black_patches.probability"),
+    AUG + "random_black_patches.size_to_image_ratio": Key("train.black_patches.size_to_image_ratio"),
+    AUG + "*": No("this OD API augmentation is not implemented in edgedet's tf.data pipeline "
+                  "(training/data/augment.py)"),
     COSINE + "learning_rate_base": Key("train.learning_rate_base"),
     COSINE + "total_steps": Key("train.steps", _positive_steps),
     COSINE + "warmup_learning_rate": Key("train.warmup_learning_rate"),
@@ -245,6 +268,10 @@ RULES = {
     "graph_rewriter.quantization.symmetric": No(
         "edgedet uses tfmot's default 8-bit scheme, which has no such switch"),
 }
+RULES.update({AUG + step: Key(key, _present) for step, key in AUGMENTATION_KEYS.items()})
+RULES.update({CROP + name: Key("train.random_crop." + name) for name in CROP_FIELDS})
+RULES.update({SSD_CROP + name: Key("train.ssd_random_crop.operations[]." + name)
+              for name in CROP_FIELDS})
 RULES.update(_hyperparams(FE + "conv_hyperparams."))
 RULES.update(_hyperparams(BP + "conv_hyperparams."))
 
