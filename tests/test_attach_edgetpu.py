@@ -125,8 +125,12 @@ def _bad_inputs(bundle, coral_dir, tmp_path):
     binary_log.write_bytes(b"\xff\xfe\x00 not text")
     prose = tmp_path / "notes.txt"
     prose.write_text("compiled it on the web, looked fine\n")
+    float_only = tmp_path / "float_only"
+    float_only.mkdir()
+    (float_only / "model.json").write_text('{"models": ["model_float.tflite"]}')
     twin = str(coral_dir / TWIN)
     return [
+        (["attach-edgetpu", str(float_only), twin], "no 'models.int8' entry"),
         (["attach-edgetpu", str(tmp_path / "missing"), twin], "no such directory"),
         (["attach-edgetpu", str(tmp_path), twin], "no model.json"),
         (["attach-edgetpu", str(bundle), str(tmp_path / "missing.tflite")], "cannot read"),

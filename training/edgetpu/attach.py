@@ -48,7 +48,8 @@ def read_bundle(bundle_dir):
     if not os.path.isfile(where):
         raise UserError("BUNDLE {}: no model.json in it; {}".format(bundle_dir, _NOT_A_BUNDLE))
     meta = _read_json(where)
-    int8 = (meta.get("models") or {}).get("int8")
+    models = meta.get("models")
+    int8 = models.get("int8") if isinstance(models, dict) else None
     if not isinstance(int8, dict) or not isinstance(int8.get("file"), str) \
             or not isinstance(int8.get("outputs"), dict):
         raise UserError("{}: no 'models.int8' entry with 'file' and 'outputs'; only a bundle with a "
@@ -192,8 +193,12 @@ def _reports(bundle_dir, meta):
         texts[path] = json.dumps(rep, indent=2) + "\n"
     path = os.path.join(bundle_dir, "report.html")
     if os.path.isfile(path):
-        with open(path) as f:
-            page = report.replace_edgetpu_section(f.read(), meta["edgetpu"])
+        try:
+            with open(path) as f:
+                page = report.replace_edgetpu_section(f.read(), meta["edgetpu"])
+        except (IOError, OSError, UnicodeDecodeError) as e:
+            raise UserError("{}: cannot read ({}); restore it from the export or delete it"
+                            .format(path, getattr(e, "strerror", None) or e))
         if page is not None:
             texts[path] = page
     return texts
