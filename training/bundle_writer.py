@@ -18,9 +18,14 @@ FORMAT_VERSION = 1
 EDGETPU_FILE = "model_int8_edgetpu.tflite"  # the compiled int8 model inside a bundle
 
 
+def json_text(obj):
+    """`obj` as the bundle's JSON files hold it: indented, keys in insertion order."""
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
 def write_json_atomic(path, obj):
     """Writes `obj` as indented JSON to `path` via a temp file + os.replace."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json_text(obj))
 
 
 def _mode(path):

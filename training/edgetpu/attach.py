@@ -190,7 +190,7 @@ def _reports(bundle_dir, meta):
     path = os.path.join(bundle_dir, "report.json")
     if os.path.isfile(path):
         rep = dict(_read_json(path), edgetpu=meta["edgetpu"], models=meta["models"])
-        texts[path] = json.dumps(rep, indent=2) + "\n"
+        texts[path] = bundle_writer.json_text(rep)
     path = os.path.join(bundle_dir, "report.html")
     if os.path.isfile(path):
         try:
