@@ -336,8 +336,10 @@ def open_bundle_engine(bundle, runtime="auto", precision="auto", device="", num_
     compiled = _bundle_file(bundle, "edgetpu")
     if runtime != "cpu" and compiled is None:
         if runtime == "edgetpu":
-            raise UserError("{}: the bundle has no model_int8_edgetpu.tflite; compile it with "
-                            "edgetpu_compiler or use --runtime cpu".format(bundle.path))
+            raise UserError("{0}: the bundle has no model_int8_edgetpu.tflite; compile it with "
+                            "`edgedet-train compile {0}` (or attach one compiled elsewhere with "
+                            "`edgedet-train attach-edgetpu {0} FILE`) or use --runtime cpu"
+                            .format(bundle.path))
         log.info("bundle has no Edge TPU model; running on the CPU")
         runtime = "cpu"
     if int8 is None:

@@ -125,36 +125,71 @@ def test_cli_bad_file_exits_2_with_one_line(tmp_path, capsys):
 
 # --- Fresh models from the real TFLite converter (tiny, so this stays a few seconds). ---
 
+def _int8(model, io_type="uint8"):
+    """Full-integer conversion; io_type "float32" keeps float inputs/outputs (QUANTIZE and
+    DEQUANTIZE at the edges). Integer inputs get values in [0, 10)."""
+    import numpy as np
+    import tensorflow as tf
+    rng = np.random.RandomState(0)
+
+    def sample(t):
+        shape = (1,) + tuple(t.shape[1:])
+        if t.dtype.is_integer:
+            return rng.randint(0, 10, shape).astype(t.dtype.as_numpy_dtype)
+        return rng.uniform(-1, 1, shape).astype(np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: (
+        {t.name.split(":")[0]: sample(t) for t in model.inputs} for _ in range(4))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io_type != "float32":
+        conv.inference_input_type = conv.inference_output_type = getattr(tf, io_type)
+    return conv.convert()
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """{name: path} of tiny conv -> LeakyReLU -> conv models converted by TF 2.x."""
-    import numpy as np
+    """{name: path} of tiny models converted by TF 2.x (a few conv layers each)."""
     import tensorflow as tf
     import tf_keras as keras
 
-    def build(batch):
-        x = keras.Input((16, 16, 3), batch_size=batch)
-        y = keras.layers.Conv2D(8, 3, padding="same")(x)
-        y = keras.layers.LeakyReLU(0.1)(y)
+    def conv(filters):
+        return keras.layers.Conv2D(filters, 3, padding="same", activation="relu")
+
+    def leaky(batch):
+        x = keras.Input((16, 16, 3), batch_size=batch, name="image")
+        y = keras.layers.LeakyReLU(0.1)(keras.layers.Conv2D(8, 3, padding="same")(x))
         return keras.Model(x, keras.layers.Conv2D(4, 1)(y))
 
-    def int8(model):
-        rng = np.random.RandomState(0)
-        conv = tf.lite.TFLiteConverter.from_keras_model(model)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: (
-            [rng.uniform(-1, 1, (1,) + tuple(model.input.shape[1:])).astype(np.float32)]
-            for _ in range(4))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = conv.inference_output_type = tf.uint8
-        return conv.convert()
+    def tiled():
+        x = keras.Input((16, 16, 3), batch_size=1, name="image")
+        y = keras.layers.Lambda(lambda t: tf.tile(t, [1, 2, 2, 1]))(conv(8)(x))
+        return keras.Model(x, conv(4)(y))
+
+    def plain():
+        x = keras.Input((16, 16, 3), batch_size=1, name="image")
+        return keras.Model(x, conv(4)(conv(8)(x)))
+
+    def with_cast_input():
+        # The pose-model shape: a uint8 image (QUANTIZE uint8 -> int8, mappable) and an int32
+        # input that is CAST to float and QUANTIZEd: two leading ops the TPU cannot run.
+        x = keras.Input((16, 16, 3), batch_size=1, name="image")
+        ids = keras.Input((16, 16, 3), batch_size=1, name="ids", dtype="int32")
+        scaled = keras.layers.Lambda(lambda t: tf.cast(t, tf.float32) / 10.0)(ids)
+        return keras.Model([x, ids], conv(4)(keras.layers.Concatenate()([conv(8)(x), scaled])))
 
     out = tmp_path_factory.mktemp("converted")
-    blobs = {"leaky_int8": int8(build(1)), "batch4_int8": int8(build(4)),
-             "float_dynamic": tf.lite.TFLiteConverter.from_keras_model(build(None)).convert()}
+    blobs = {"leaky_int8": _int8(leaky(1)), "batch4_int8": _int8(leaky(4)),
+             "float_dynamic": tf.lite.TFLiteConverter.from_keras_model(leaky(None)).convert(),
+             "tile_int8": _int8(tiled()), "float_io_int8": _int8(plain(), "float32"),
+             "cast_input_int8": _int8(with_cast_input())}
     for name, blob in blobs.items():
         (out / (name + ".tflite")).write_bytes(blob)
     return {name: out / (name + ".tflite") for name in blobs}
+
+
+def _op_names(path):
+    return [op.name for op in tflite_schema.read_model(path).subgraphs[0].ops]
 
 
 def test_unsupported_op_cuts_the_graph_like_compiler_log_c(converted):
@@ -185,3 +220,37 @@ def test_float_dynamic_model_is_reported(converted):
     assert any("dynamic shapes" in p for p in report["problems"])
     assert any("float tensor" in p for p in report["problems"])
     assert report["inputs"][0]["quantization"] is None
+
+
+def test_tile_is_mapped(converted):
+    assert _op_names(converted["tile_int8"]) == ["QUANTIZE", "CONV_2D", "TILE", "CONV_2D",
+                                                  "QUANTIZE"]
+    report = preflight.preflight(converted["tile_int8"])
+    assert (report["ops_on_tpu"], report["ops_on_cpu"], report["subgraphs"]) == (5, 0, 1)
+    assert report["op_counts"]["TILE"] == {"tpu": 1, "cpu": 0}
+
+
+def test_float_input_quantize_stays_on_the_cpu_before_the_subgraph(converted):
+    assert _op_names(converted["float_io_int8"]) == ["QUANTIZE", "CONV_2D", "CONV_2D",
+                                                      "DEQUANTIZE"]
+    report = preflight.preflight(converted["float_io_int8"])
+    assert (report["ops_on_tpu"], report["ops_on_cpu"], report["subgraphs"]) == (2, 2, 1)
+    assert [(e["index"], e["op"]) for e in report["cpu_ops"]] == [(0, "QUANTIZE"),
+                                                                   (3, "DEQUANTIZE")]
+    assert "float32, not 8-bit" in report["cpu_ops"][0]["reason"]
+    assert "not in the Edge TPU's supported-op list" in report["cpu_ops"][1]["reason"]
+    # The float input and output are converted at the edges: the compiler accepts that.
+    assert report["problems"] == []
+    assert report["inputs"][0]["dtype"] == "float32"
+
+
+def test_leading_cast_and_quantize_do_not_cut_the_subgraph(converted):
+    # CAST sits after a mapped op in execution order, but reads only a model input: like the
+    # compiler on the pose model, it stays on the CPU and the subgraph runs on to the end.
+    assert _op_names(converted["cast_input_int8"]) == [
+        "QUANTIZE", "CAST", "QUANTIZE", "MUL", "CONV_2D", "CONCATENATION", "CONV_2D", "QUANTIZE"]
+    report = preflight.preflight(converted["cast_input_int8"])
+    assert (report["ops_on_tpu"], report["ops_on_cpu"], report["subgraphs"]) == (6, 2, 1)
+    assert [(e["index"], e["op"]) for e in report["cpu_ops"]] == [(1, "CAST"), (2, "QUANTIZE")]
+    assert not any("after the first unmapped op" in e["reason"] for e in report["cpu_ops"])
+    assert report["problems"] == []

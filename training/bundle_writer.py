@@ -8,17 +8,30 @@ never to <out>.
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 
 from app.errors import UserError
 
 FORMAT_VERSION = 1
+EDGETPU_FILE = "model_int8_edgetpu.tflite"  # the compiled int8 model inside a bundle
+
+
+def json_text(obj):
+    """`obj` as the bundle's JSON files hold it: indented, keys in insertion order."""
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
 
 
 def write_json_atomic(path, obj):
     """Writes `obj` as indented JSON to `path` via a temp file + os.replace."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json_text(obj))
+
+
+def _mode(path):
+    """The permission bits for a file written at `path`: those of the file it replaces, else
+    rw-r--r-- (mkstemp's own 0600 would hide a bundle from a service's user)."""
+    return stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0o644
 
 
 def write_text_atomic(path, text):
@@ -29,10 +42,35 @@ def write_text_atomic(path, text):
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, _mode(path))
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def copy_file_atomic(src, dst):
+    """Copies the file `src` to `dst` via a temp file beside `dst` + os.replace."""
+    dst = str(dst)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(dst)[1],
+                               dir=os.path.dirname(os.path.abspath(dst)))
+    os.close(fd)
+    try:
+        shutil.copyfile(str(src), tmp)
+        os.chmod(tmp, _mode(dst))
+        os.replace(tmp, dst)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def edgetpu_entry(int8_entry):
+    """model.json's models.edgetpu for a compile of the int8 model described by `int8_entry`.
+
+    The compiler keeps tensor names and the input quantization, so the entry is the int8
+    one with its file renamed (the CPU interpreter cannot load the compiled file to read them).
+    """
+    return dict(int8_entry, file=EDGETPU_FILE, outputs=dict(int8_entry["outputs"]))
 
 
 def check_destination(out, force):

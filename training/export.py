@@ -154,9 +154,7 @@ def _model_entries(folder, compiled):
         if tm.input_dtype == np.uint8:
             entries[kind]["input_quantization"] = list(tm.input_quantization)
     if compiled:
-        # The compiler keeps tensor names; the CPU interpreter cannot load the compiled file to check.
-        entries["edgetpu"] = {"file": "model_int8_edgetpu.tflite", "outputs": dict(entries["int8"]["outputs"]),
-                              "input_quantization": entries["int8"]["input_quantization"]}
+        entries["edgetpu"] = bundle_writer.edgetpu_entry(entries["int8"])
     return entries
 
 

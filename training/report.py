@@ -99,9 +99,15 @@ def _edgetpu_section(edgetpu):
     pre, comp = edgetpu.get("preflight") or {}, edgetpu.get("compiler")
     parts = []
     if comp and comp.get("available"):
-        keys = ("compiler_version", "ops_on_tpu", "ops_on_cpu", "subgraphs", "on_chip_memory_used",
-                "off_chip_memory_used")
-        parts.append("<h3>edgetpu_compiler</h3>" + _table(["field", "value"], [[k, comp.get(k)] for k in keys]))
+        keys = ("compiler_version", "ops_on_tpu", "ops_on_cpu", "subgraphs", "on_chip_memory_used_bytes",
+                "off_chip_memory_used_bytes")
+        parts.append("<h3>edgetpu_compiler</h3>" + _table(["field", "value"], [[k, comp.get(k, "-")] for k in keys]))
+        attached = comp.get("attached")
+        if attached:
+            parts.append("<p>model_int8_edgetpu.tflite was compiled elsewhere and attached with "
+                         "<code>edgedet-train attach-edgetpu</code> from {} (sha256 {}); compiler output: {}</p>"
+                         .format(_esc(attached["from"]), _esc(attached["sha256"]),
+                                 _esc(attached.get("log") or "not given")))
     elif comp:
         parts.append("<p>{}</p>".format(_esc(comp.get("how_to_get", "compiler not run"))))
     if pre:
@@ -114,6 +120,27 @@ def _edgetpu_section(edgetpu):
         for line in (pre.get("problems") or []) + (pre.get("warnings") or []):
             parts.append("<p class=warn>{}</p>".format(_esc(line)))
     return "\n".join(parts) or "<p>no Edge TPU information</p>"
+
+
+EDGETPU_HEADING = "<h2>Edge TPU</h2>"
+PAGE_END = "</body></html>"
+
+
+def replace_edgetpu_section(page, edgetpu):
+    """The page with its Edge TPU section (the last one) rendered anew from `edgetpu`.
+
+    Args:
+      page: a report.html written by `render_html`.
+      edgetpu: model.json's "edgetpu" dict ({"preflight", "compiler"}).
+
+    Returns:
+      str, or None when the page has no Edge TPU section to replace.
+    """
+    start = page.rfind(EDGETPU_HEADING)
+    end = page.rfind(PAGE_END)
+    if start < 0 or end < start:
+        return None
+    return page[:start] + EDGETPU_HEADING + _edgetpu_section(edgetpu) + page[end:]
 
 
 STYLE = ("body{font-family:sans-serif;margin:16px;max-width:1200px}table{border-collapse:collapse;margin:8px 0}"
@@ -160,11 +187,12 @@ def render_html(report, labels, images_rgb, float_dets, int8_dets):
             "created {created}; quantization-aware: {qat}</p><h2>Float vs int8</h2>{metrics}"
             "<h2>Detections (left float, right int8; live thresholds)</h2>{pairs}"
             "<h2>Precision-recall at IoU 0.5 (blue float, orange int8)</h2>{svgs}"
-            "<h2>Quantization (model_int8.tflite)</h2>{quant}<h2>Edge TPU</h2>{edgetpu}</body></html>"
+            "<h2>Quantization (model_int8.tflite)</h2>{quant}{heading}{edgetpu}{end}"
             .format(name=_esc(report["name"]), style=STYLE, verdict=verdict, n=fid["num_images"],
                     doctor=_doctor_section(report.get("doctor")),
                     drop=fid["max_drop"], agree=fid["min_agreement"], created=_esc(report["created"]),
                     qat=report["quantization_aware"], metrics=_metrics_table(fid, labels),
                     pairs=side_by_side(images_rgb, float_dets, int8_dets, labels), svgs="".join(svgs),
                     quant=_quant_table(report["quantization"], report["expected_input_quantization"]),
-                    edgetpu=_edgetpu_section(report.get("edgetpu") or {})))
+                    heading=EDGETPU_HEADING, edgetpu=_edgetpu_section(report.get("edgetpu") or {}),
+                    end=PAGE_END))

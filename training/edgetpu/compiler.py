@@ -19,8 +19,10 @@ HOW_TO_GET = (
     "'edgetpu-compiler' from Coral's apt repository (https://coral.ai/docs/edgetpu/compiler/: "
     "add 'deb https://packages.cloud.google.com/apt coral-edgetpu-stable main', then "
     "'sudo apt-get install edgetpu-compiler'); on any other machine upload model_int8.tflite "
-    "to Coral's compile notebook (Colab, linked from that page) and put the returned "
-    "model_int8_edgetpu.tflite into the bundle.")
+    "to Coral's compile notebook (Colab, linked from that page) and attach the returned "
+    "model_int8_edgetpu.tflite with `edgedet-train attach-edgetpu BUNDLE "
+    "model_int8_edgetpu.tflite --log OUTPUT.txt` (`edgedet-train compile BUNDLE` prints "
+    "every step).")
 DEFAULT_TIMEOUT_S = 600
 
 

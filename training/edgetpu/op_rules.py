@@ -156,6 +156,9 @@ SUPPORTED = {
     "CONCATENATION": _concatenation, "PACK": _pack, "SPLIT": _not_on_batch(0, data_input=1),
     "RESHAPE": None, "SQUEEZE": None, "EXPAND_DIMS": None, "TRANSPOSE": None,
     "SLICE": None, "STRIDED_SLICE": _strided_slice, "SPACE_TO_DEPTH": None, "PAD": _pad,
+    # Coral's table lists Tile, and compiler v16 mapped the TILE of a DeepLab model built
+    # for the Edge TPU (it left 2 CPU ops where a TILE-less rule list predicted 8).
+    "TILE": None,
     "MEAN": _mean, "SUM": _not_on_batch(1), "REDUCE_MAX": _not_on_batch(1),
     "REDUCE_MIN": _not_on_batch(1), "SOFTMAX": _softmax, "QUANTIZE": None,
     "RESIZE_BILINEAR": _resize, "RESIZE_NEAREST_NEIGHBOR": _resize,

@@ -2,11 +2,13 @@
 
 `edgedet-train preflight FILE.tflite [--json OUT]`
 
-The compiler builds ONE Edge TPU subgraph: starting at the first op the Edge TPU supports,
-it maps ops in execution order until the first op it cannot map; that op and every op after
-it run on the CPU ("More than one subgraph is not supported"). Ops before the first
-supported op (e.g. a float->uint8 QUANTIZE at the input) stay on the CPU too. The per-op
-rules are in `op_rules`. A file that is already compiled (it contains `edgetpu-custom-op`)
+The compiler builds ONE Edge TPU subgraph. Leading ops it cannot map (a CAST or a
+QUANTIZE of a float input: ops that read only the model's inputs, constants or other such
+ops) stay on the CPU and feed the subgraph, wherever they sit in execution order. The
+subgraph takes the other ops in execution order until the first one it cannot map; that op
+and every op after it run on the CPU ("More than one subgraph is not supported"). This is
+what edgetpu_compiler v16 did on a pose model (CAST, QUANTIZE first). The per-op rules are
+in `op_rules`. A file that is already compiled (it contains `edgetpu-custom-op`)
 is reported as it is: the custom op on the TPU, every other op on the CPU.
 """
 
@@ -26,27 +28,37 @@ from training.edgetpu import tflite_schema
 LARGE_ACTIVATION_BYTES = 4 << 20
 _AFTER_CUT = ("after the first unmapped op (#{} {}): the compiler makes one Edge TPU "
               "subgraph, the rest runs on the CPU")
+# Ops that convert a float model input or output to or from 8 bits on the CPU.
+EDGE_CONVERSION_OPS = ("CAST", "QUANTIZE", "DEQUANTIZE")
 _COMPILED_CPU = "left outside edgetpu-custom-op by edgetpu_compiler"
+
+
+def _leading_ops(subgraph, reasons):
+    """Indices of the unmappable ops that read only model inputs, constants, LSTM state or
+    the outputs of other such ops: the compiler leaves them on the CPU before its subgraph."""
+    given = set(subgraph.inputs) | {t.index for t in subgraph.tensors if t.is_variable}
+    leading = set()
+    for op, reason in zip(subgraph.ops, reasons):
+        reads = [i for i in op.inputs if i >= 0 and subgraph.tensors[i].data is None]
+        if reason is not None and all(i in given for i in reads):
+            leading.add(op.index)
+            given.update(op.outputs)
+    return leading
 
 
 def _placements(subgraph, compiled):
     """Per op: None (Edge TPU) or the reason it runs on the CPU, in execution order."""
     ops, tensors = subgraph.ops, subgraph.tensors
+    reasons = [op_rules.op_reason(op, tensors) for op in ops]
     if compiled:
-        placements = []
-        for op in ops:
-            rule = op_rules.op_reason(op, tensors)
-            placements.append(None if op.custom_code == op_rules.EDGETPU_CUSTOM_OP else
-                              _COMPILED_CPU + (": " + rule if rule else ""))
-        return placements
-    placements, started, cut = [], False, None
-    for op in ops:
-        reason = op_rules.op_reason(op, tensors)
+        return [None if op.custom_code == op_rules.EDGETPU_CUSTOM_OP else
+                _COMPILED_CPU + (": " + rule if rule else "") for op, rule in zip(ops, reasons)]
+    leading, placements, cut = _leading_ops(subgraph, reasons), [], None
+    for op, reason in zip(ops, reasons):
         if reason is None and cut is not None:
             reason = _AFTER_CUT.format(cut.index, tflite_schema.op_label(cut))
-        elif reason is not None and started and cut is None:
+        elif reason is not None and cut is None and op.index not in leading:
             cut = op
-        started = started or reason is None
         placements.append(reason)
     return placements
 
@@ -55,6 +67,16 @@ def _io(subgraph, indices):
     return [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
              "quantization": [t.scale[0], t.zero_point[0]] if t.scale else None}
             for t in (subgraph.tensors[i] for i in indices)]
+
+
+def _edge_conversions(subgraph):
+    """Float tensors that only CAST/QUANTIZE/DEQUANTIZE ops touch: a float input or output
+    converted on the CPU at the model's edge, which the compiler accepts."""
+    touched = collections.defaultdict(set)
+    for op in subgraph.ops:
+        for i in op.inputs + op.outputs:
+            touched[i].add(op.name)
+    return {i for i, names in touched.items() if i >= 0 and names <= set(EDGE_CONVERSION_OPS)}
 
 
 def _problems(model, subgraph):
@@ -74,7 +96,8 @@ def _problems(model, subgraph):
     if dynamic:
         problems.append("{} tensor(s) have dynamic shapes (e.g. '{}'); convert with fixed "
                         "input shapes".format(len(dynamic), dynamic[0]))
-    floats = [t.name for t in activations if t.dtype.startswith("float")]
+    edges = _edge_conversions(subgraph)
+    floats = [t.name for t in activations if t.dtype.startswith("float") and t.index not in edges]
     if floats:
         problems.append("{} float tensor(s) (e.g. '{}'); the Edge TPU needs full-integer "
                         "8-bit models".format(len(floats), floats[0]))
