@@ -36,8 +36,8 @@ _PAGE = """<!DOCTYPE html>
 <style>
 body{margin:0;background:#111;color:#ddd;font:14px sans-serif;display:flex;flex-wrap:wrap;align-items:flex-start}
 #live{max-width:100%;height:auto;display:block;background:#000}
-#side{padding:8px 16px;min-width:220px}
-td{padding:1px 8px 1px 0;vertical-align:top}
+#side{padding:8px 16px;flex:1 1 220px;min-width:220px}
+td{padding:1px 8px 1px 0;vertical-align:top;overflow-wrap:anywhere}
 td:first-child{color:#8ab}
 #health{font-weight:bold}
 </style></head>
