@@ -19,6 +19,7 @@ TRAIN = [
 DEV = [
     "pytest>=7",
     "vermin>=1.6",
+    "motmetrics>=1.4",  # benchmarks/tracking.py and its test: MOTA, ID switches
 ]
 
 setup(
