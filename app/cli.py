@@ -1,6 +1,6 @@
 """`edgedet [run] ...` runs live detection; `edgedet devices` lists Edge TPUs and runtimes.
 
-Settings come from the `app:`, `postprocess:`, `reference:` and `http:` sections of --config
+Settings come from the `app:`, `postprocess:`, `reference:`, `http:` and `objects:` sections of --config
 (defaults without one); every flag given on the command line overrides its key. Detection
 thresholds not set by either come from the bundle's model.json.
 
@@ -18,7 +18,7 @@ import logging
 import signal
 import sys
 
-from app import config, devices, overlay, runtime, service, sinks, webview, workers
+from app import config, devices, objects, overlay, runtime, service, sinks, webview, workers
 from app.errors import UserError, run_cli
 from app.pipeline import Pipeline
 from app.redact import redact, redact_logging
@@ -161,7 +161,12 @@ def run(args):
         raise UserError("--max-frames must be >= 0 (0 = run forever), got {}".format(app_cfg.max_frames))
     # Sources first: a camera that is not there is the cheaper mistake to report.
     sources = open_sources(app_cfg)
-    live = workers.LiveModel(app_cfg, overrides)
+    stages = []
+
+    def build_object_stages(labels):
+        names = [labels.get(i, str(i)) for i in range(max(labels) + 1)]  # Coral label files skip ids
+        stages.append(objects.build_stages(cfg.objects, sources, app_cfg.sources, names, args.config or "<defaults>"))
+    live = workers.LiveModel(app_cfg, overrides, before_open=build_object_stages)
     engines = [e for e, _ in live.pairs]
     where = "Edge TPU" if engines[0].kind == "edgetpu" else "CPU"
     stats = Stats("{} {} {}".format(engines[0].runtime.name, engines[0].runtime.version, where),
@@ -177,7 +182,7 @@ def run(args):
     sink_list += [s for s in (feed, guard) if s is not None] + [notifier]  # the notifier LAST
     pipeline = Pipeline(sources, [w for _, w in live.pairs], live.labels, sink_list, stats, app_cfg.max_frames,
                         hud=overlay.hud_text, draw=overlay.draw_result, source_timeout_s=app_cfg.source_timeout_s,
-                        invoke_timeout_s=app_cfg.invoke_timeout_s, rebuild=live.rebuild)
+                        invoke_timeout_s=app_cfg.invoke_timeout_s, rebuild=live.rebuild, objects=stages[0])
     holder.append(pipeline)
     if guard is not None:
         guard.attach(pipeline)

@@ -19,7 +19,7 @@ import collections
 
 import numpy as np
 
-from app.nms import iou_matrix, nms
+from app.nms import iou_matrix
 
 # Correction gains of the alpha-beta filter: position follows a detection by ALPHA of the
 # residual, velocity by BETA of it. On the synthetic camera (shapes at 2-8 px a frame, box
@@ -58,22 +58,23 @@ def state_to_corners(state):
 
 def merge_duplicates(boxes, scores):
     """Groups detections of one object: per-class NMS leaves one box per label on an object the
-    model is unsure of, overlapping by more than DUPLICATE_IOU.
+    model is unsure of, overlapping by more than DUPLICATE_IOU. Greedy by score, like NMS.
 
     Args:
       boxes: float32 [K, 4] pixels (x0, y0, x1, y1).
       scores: float32 [K].
 
     Returns:
-      (primary, parent): int64 [P] indices of the highest-scoring box of each group, ascending,
+      (primary, parent): int64 [P] ascending indices of the highest-scoring box of each group,
       and int64 [K] the primary index each detection belongs to (itself for a primary).
     """
-    primary = np.sort(nms(boxes, scores, DUPLICATE_IOU, len(boxes)))
-    if not len(primary):
-        return primary, np.zeros(0, np.int64)
-    parent = primary[np.argmax(iou_matrix(boxes, boxes[primary]), axis=1)]
-    parent[primary] = primary
-    return primary, parent
+    parent = np.full(len(boxes), -1, np.int64)
+    if len(boxes):
+        ious = iou_matrix(boxes, boxes)
+        for i in np.argsort(-scores, kind="mergesort"):
+            if parent[i] < 0:
+                parent[(parent < 0) & (ious[i] > DUPLICATE_IOU)] = i  # i itself (IoU 1) included
+    return np.flatnonzero(parent == np.arange(len(boxes))), parent
 
 
 def greedy_match(iou, min_iou):

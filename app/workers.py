@@ -76,9 +76,15 @@ class LiveModel(object):
       bundle: app.bundle.Bundle, or None for a foreign model.
       thresholds: decode keyword arguments.
       devices: the device string of each pair.
+
+    Args:
+      app_cfg: app.config.AppConfig.
+      overrides: decode threshold overrides (see app.cli.resolve_settings).
+      before_open: callable(labels dict) run once the labels are known and before any interpreter
+        opens: start-up checks that need the labels (zones, filters) fail before the runtime logs.
     """
 
-    def __init__(self, app_cfg, overrides):
+    def __init__(self, app_cfg, overrides, before_open=None):
         self._cfg = app_cfg
         self.devices = device_list(app_cfg)
         self.bundle = None
@@ -95,6 +101,8 @@ class LiveModel(object):
             self._check_labels_flag()
             self.labels = dict(enumerate(self.bundle.labels))
             self.thresholds = thresholds(self.bundle.postprocess, overrides, list(self.bundle.labels))
+        if before_open is not None:
+            before_open(self.labels)
         self.pairs = []
         for device in self.devices:
             engine, worker = self.open(device)
