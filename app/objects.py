@@ -214,6 +214,7 @@ def build_stages(settings, sources, specs, label_names, where):
     """
     if not settings.enabled:
         return None
+    check_settings(settings, where)
     configs, used, stages = settings.sources, set(), {}
     for spec, source in zip(specs, sources):
         key = spec if spec in configs else source.name
@@ -230,6 +231,20 @@ def build_stages(settings, sources, specs, label_names, where):
             raise UserError("{}: objects.sources.{}: no --source has this value or name. Sources: {}".format(
                 where, key, ", ".join(s.name for s in sources)))
     return ObjectStages(stages)
+
+
+def check_settings(settings, where):
+    """UserError naming the key of an out-of-range `objects:` value (tracker, events, filters)."""
+    for key, ok, expected in (("min_hits", settings.min_hits >= 1, ">= 1"), ("max_age", settings.max_age >= 0, ">= 0"),
+                              ("min_iou", 0.0 < settings.min_iou <= 1.0, "in (0, 1]"),
+                              ("update_interval_s", settings.update_interval_s >= 0, ">= 0")):
+        if not ok:
+            raise UserError("{}: objects.{}: expected {}, got {}".format(where, key, expected, getattr(settings, key)))
+    for name, source in settings.sources.items():
+        for label, rule in source.filters.items():
+            if not (0.0 <= rule.min_score <= 1.0 and rule.min_area >= 0 and rule.max_area >= 0):
+                raise UserError("{}: objects.sources.{}.filters.{}: expected min_score in 0..1 and areas >= 0, "
+                                "got {}".format(where, name, label, rule))
 
 
 def _default_source():

@@ -1,12 +1,13 @@
 """app.objects: the object events of hand-made tracks (new, rate-limited update, end), zones with
-inertia and loitering, filters before tracking; and the live app writing them to --events."""
-
-import json
+inertia and loitering, filters before tracking, bad settings. (The live app writing them to
+--events is in test_app_cli.)"""
 
 import numpy as np
+import pytest
 
 from app.config import FilterConfig, ObjectsConfig, SourceObjectsConfig, ZoneConfig
-from app.objects import SourceObjects
+from app.errors import UserError
+from app.objects import SourceObjects, check_settings
 
 LABELS = ["circle", "square", "triangle"]
 SETTINGS = ObjectsConfig(min_hits=2, max_age=2, update_interval_s=1.0)
@@ -82,3 +83,11 @@ def test_filters_run_before_tracking():
         frame = stage.update(boxes, [0, 0, 1], np.array([0.9, 0.6, 0.9]), i * 0.1, 200, 100)
     assert [o["id"] for o in frame.objects] == [1]
     assert frame.detection_ids.tolist() == [1, -1, -1]
+
+
+def test_bad_settings_are_errors_naming_the_key():
+    with pytest.raises(UserError, match="config.yaml: objects.min_hits: expected >= 1, got 0"):
+        check_settings(ObjectsConfig(min_hits=0), "config.yaml")
+    bad = ObjectsConfig(sources={"cam": SourceObjectsConfig(filters={"circle": FilterConfig(min_score=1.5)})})
+    with pytest.raises(UserError, match="objects.sources.cam.filters.circle: expected min_score in 0..1"):
+        check_settings(bad, "config.yaml")
