@@ -23,6 +23,7 @@ import logging
 import numpy as np
 
 from app import filters, zones as zones_mod
+from app.config import SourceObjectsConfig
 from app.errors import UserError
 from app.tracker import Tracker
 
@@ -105,7 +106,7 @@ class SourceObjects(object):
         feet = zones_mod.bottom_centres(tracks.boxes)
         inside = [zones_mod.contains(z.edges, feet) for z in zones]
         events = [self._end(i, now) for i in tracks.ended if int(i) in self._objects]
-        for row, track_id in enumerate(tracks.ids):
+        for row in range(len(tracks.ids)):
             event = self._advance(tracks, row, zones, [hit[row] for hit in inside], now)
             if event is not None:
                 events.append(event)
@@ -220,11 +221,11 @@ def build_stages(settings, sources, specs, label_names, where):
         key = spec if spec in configs else source.name
         used.add(key)
         key_where = "{}: objects.sources.{}".format(where, key)
-        stage = SourceObjects(source.name, label_names, settings, configs.get(key, _default_source()), key_where)
+        source_config = configs.get(key, SourceObjectsConfig())
+        stage = SourceObjects(source.name, label_names, settings, source_config, key_where)
         size = getattr(source, "frame_size", None)
-        if size is not None:
-            zones_mod.make_zones(configs.get(key, _default_source()).zones, label_names, size[0], size[1],
-                                 key_where + ".zones")
+        if size is not None:  # a point outside the frame is an error now, not a warning later
+            zones_mod.make_zones(source_config.zones, label_names, size[0], size[1], key_where + ".zones")
         stages[source.name] = stage
     for key in configs:
         if key not in used:
@@ -246,7 +247,3 @@ def check_settings(settings, where):
                 raise UserError("{}: objects.sources.{}.filters.{}: expected min_score in 0..1 and areas >= 0, "
                                 "got {}".format(where, name, label, rule))
 
-
-def _default_source():
-    from app.config import SourceObjectsConfig
-    return SourceObjectsConfig()
