@@ -89,10 +89,10 @@ def test_mota_on_the_synthetic_camera_holds_a_floor():
     from app.bundle import load_bundle
     from benchmarks import tracking
     bundle = load_bundle(str(ROOT / "models" / "demo"))
-    m = tracking.measure(tracking.cpu_worker(bundle), len(bundle.labels), seeds=(0, 1, 2), frames=300)
+    m = tracking.measure(tracking.cpu_worker(bundle), len(bundle.labels), seeds=(0, 1, 2), frames=200)
     switches_per_100 = 100.0 * m["num_switches"] / m["num_objects"]
     print("MOTA {:.3f}, {:.2f} ID switches per 100 track-frames, {:.0f} fragmentations over {:.0f}"
           .format(m["mota"], switches_per_100, m["num_fragmentations"], m["num_objects"]))
-    assert m["num_objects"] > 1500  # 900 frames of 2-4 shapes
-    assert m["mota"] >= 0.85  # 0.939 measured
-    assert switches_per_100 <= 1.0  # 0.78 measured
+    assert m["num_objects"] > 1000  # 600 frames of 2-4 shapes (1200 track-frames)
+    assert m["mota"] >= 0.85  # 0.946 measured
+    assert switches_per_100 <= 1.0  # 0.33 measured (4 switches)
