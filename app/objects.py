@@ -175,6 +175,17 @@ def _event(kind, now, fields):
     return event
 
 
+def counts(objects):
+    """{"total": N, "labels": {label: N}, "zones": {zone: N}} of a frame's objects (ObjectFrame.objects):
+    what is in view now, by label and by current zone (the stats file and the web view show it)."""
+    labels, zones = {}, {}
+    for obj in objects:
+        labels[obj["label"]] = labels.get(obj["label"], 0) + 1
+        for zone in obj["current_zones"]:
+            zones[zone] = zones.get(zone, 0) + 1
+    return {"total": len(objects), "labels": labels, "zones": zones}
+
+
 class ObjectStages(object):
     """One SourceObjects per source, called by the pipeline's output thread.
 

@@ -10,8 +10,8 @@ order. The capture thread also prepares each frame for the live model's input
 interpreter releases the GIL) and the interpreter idles as little as possible. It hands each
 result on just before the next invoke (at once when no frame waits), so the output thread
 decodes while the interpreter runs;
-everything else runs on the output thread, which calls `sink.write(result)` for every
-sink and marks the frame done (the systemd watchdog and /healthz key off that).
+everything else runs on the output thread (decode, the object stage, overlay), which calls
+`sink.write(result)` for every sink and marks the frame done (the systemd watchdog and /healthz key off that).
 
 `stop()` only sets the flag and closes the hand-offs, so it is safe from a signal handler
 or from a sink on the output thread; `join()` waits for every thread (2 s in total).
@@ -33,6 +33,7 @@ import threading
 import time
 
 from app import postprocess
+from app.objects import counts as object_counts
 from app.redact import redact
 from app.slots import Closed, FrameSlots, ResultQueue
 from app.sources import SourceLost
@@ -461,6 +462,8 @@ class Pipeline(object):
         t1 = time.monotonic()
         if self._objects is not None:
             result = result._replace(objects=self._objects.update(result))
+            if result.objects is not None:
+                self.stats.set_objects(source.name, object_counts(result.objects.objects))
         t_objects = time.monotonic()
         if self._wants_image():
             result = result._replace(image=job.image.copy())

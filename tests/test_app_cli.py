@@ -183,8 +183,9 @@ def test_run_writes_object_events_beside_frame_lines(tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text("objects:\n  sources:\n    synthetic:320x240@0:\n      zones:\n        lower:\n"
                    "          points: [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]\n          coordinates: normalized\n")
+    stats = tmp_path / "stats.json"
     code, out, lines = _run("--config", str(cfg), "--source", "synthetic:320x240@0", "--max-frames", "60",
-                            "--events", "-", "--no-reference", "--threads", "1")
+                            "--events", "-", "--no-reference", "--threads", "1", "--stats", str(stats))
     assert code == 0, lines
     events = [json.loads(line) for line in out.splitlines()]
     objects = [e for e in events if e["type"] == "object"]
@@ -201,3 +202,7 @@ def test_run_writes_object_events_beside_frame_lines(tmp_path):
         assert set(e["current_zones"]) <= set(e["entered_zones"]) <= {"lower"}
     assert all(e["end_time"] >= e["start_time"] for e in ended)
     assert events[-1]["event"] == "stopped"
+    # The stats file counts the objects in view on the last frame, by label and zone.
+    in_view = json.loads(stats.read_text())["objects"]["synthetic:320x240@0"]
+    assert 1 <= in_view["total"] <= 6 and sum(in_view["labels"].values()) == in_view["total"]
+    assert set(in_view["zones"]) <= {"lower"}

@@ -91,3 +91,17 @@ def test_bad_settings_are_errors_naming_the_key():
     bad = ObjectsConfig(sources={"cam": SourceObjectsConfig(filters={"circle": FilterConfig(min_score=1.5)})})
     with pytest.raises(UserError, match="objects.sources.cam.filters.circle: expected min_score in 0..1"):
         check_settings(bad, "config.yaml")
+
+
+def test_counts_by_label_and_zone_reach_the_stats():
+    from app.objects import counts
+    from app.stats import Stats
+    stage = _stage(zones={"lower": ZoneConfig(points=LOWER.points, inertia=1)})
+    boxes = np.concatenate([_box(40), _box(80, x=60), _box(90, x=120)])  # one above the zone, two in it
+    for i in range(3):
+        frame = stage.update(boxes, [0, 1, 1], np.array([0.9, 0.8, 0.7]), i * 0.1, 200, 100)
+    got = counts(frame.objects)
+    assert got == {"total": 3, "labels": {"circle": 1, "square": 2}, "zones": {"lower": 2}}
+    stats = Stats()
+    stats.set_objects("cam", got)
+    assert stats.snapshot()["objects"] == {"cam": got}
