@@ -59,15 +59,17 @@ def _flags(model, source, config, settings):
 
 
 def _settings(model, source, config, settings):
+    """(DeviceConfig, threshold overrides, config name) as `edgedet run` resolves them."""
     try:
         args = cli.build_parser().parse_args(_flags(model, source, config, settings))
     except SystemExit:
         raise TypeError("unknown or bad keyword argument among {}; they are edgedet run's flags "
-                        "(max_frames=, reference=False, events=, http=, threads=, ...)".format(sorted(settings)))
+                        "(max_frames=, reference=False, events=, http=, threads=, ...)".format(sorted(settings))) from None
     return cli.resolve_settings(args) + (args.config or "<defaults>",)
 
 
 def _frame(result):
+    """The API's Frame of a pipeline FrameResult."""
     objects = result.objects
     ids = objects.detection_ids if objects is not None else [-1] * len(result.labels)
     d = result.detections
@@ -130,7 +132,8 @@ def stream(model="models/demo", source="synthetic", config=None, **settings):
         http="8080", threads=1, runtime="cpu", score_threshold=0.5, ...
 
     Yields:
-      Frame.
+      Frame. No frame comes when the start-up float-reference check asks to exit
+      (reference.on_mismatch: exit); the app's logs say why.
     """
     cfg, overrides, where = _settings(model, source, config, settings)
     queue = _FrameQueue()
