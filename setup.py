@@ -19,6 +19,7 @@ TRAIN = [
 DEV = [
     "pytest>=7",
     "vermin>=1.6",
+    "motmetrics>=1.4",  # benchmarks/tracking.py and its test: MOTA, ID switches
 ]
 
 setup(
@@ -26,6 +27,7 @@ setup(
     version="0.1.0",
     description="Train SSD-MobileNetV2 quantization-aware, export a proven uint8 Edge TPU model, run it live.",
     packages=find_packages(include=["app", "app.*", "training", "training.*"]),
+    py_modules=["edgedet"],  # the Python API: `import edgedet`
     python_requires=">=3.7",
     install_requires=["numpy>=1.16", "pyyaml>=3.12"],
     extras_require={"device": DEVICE, "train": TRAIN, "dev": DEV},

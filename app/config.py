@@ -75,11 +75,47 @@ class AppConfig:
     log_level: str = opt("info", "debug | info | warning | error.")
 
 
+@dataclass(frozen=True)
+class FilterConfig:
+    min_score: float = opt(0.0, "Least detection score of this label that is tracked, 0..1.")
+    min_area: float = opt(0.0, "Least box area in source-frame pixels (width x height).")
+    max_area: float = opt(0.0, "Largest box area in source-frame pixels; 0 = no limit.")
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    points: typing.List[typing.List[float]] = opt(
+        None, "Polygon vertices [x, y], at least 3, in `coordinates` units, inside the frame.", list)
+    coordinates: str = opt("pixels", "Units of points: pixels | normalized (0..1 of the frame width and height).")
+    inertia: int = opt(3, "Consecutive frames the box's bottom centre must be inside before the object is in the zone.")
+    loitering_s: float = opt(0.0, "Seconds inside (after inertia) before the object counts as in the zone; 0 = at once.")
+    labels: typing.List[str] = opt(None, "Labels that count in this zone; empty = every tracked label.", list)
+
+
+@dataclass(frozen=True)
+class SourceObjectsConfig:
+    labels: typing.List[str] = opt(None, "Labels to track on this source; empty = every label of the model.", list)
+    filters: typing.Dict[str, FilterConfig] = opt(None, "Detection filters per label name, applied before tracking.", dict)
+    zones: typing.Dict[str, ZoneConfig] = opt(None, "Zones by name; membership is the box's bottom centre.", dict)
+
+
+@dataclass(frozen=True)
+class ObjectsConfig:
+    enabled: bool = opt(True, "Track detections into objects and write object events (new/update/end).")
+    min_hits: int = opt(3, "Matched frames before a track is confirmed (the object's new event).")
+    max_age: int = opt(15, "Frames a confirmed track may go unmatched before it ends (the end event).")
+    min_iou: float = opt(0.3, "Least IoU of a track's predicted box and a detection to match them.")
+    update_interval_s: float = opt(1.0, "Least seconds between two update events of one object.")
+    sources: typing.Dict[str, SourceObjectsConfig] = opt(
+        None, "Labels, filters and zones per source, keyed by the --source value or the source name.", dict)
+
+
 APP_SECTIONS = {
     "app": AppConfig,
     "postprocess": PostprocessConfig,
     "reference": ReferenceConfig,
     "http": HttpConfig,
+    "objects": ObjectsConfig,
 }
 
 # Sections validated by training.config; the app skips them without reading them.
@@ -187,6 +223,7 @@ class DeviceConfig:
     postprocess: PostprocessConfig
     reference: ReferenceConfig
     http: HttpConfig
+    objects: ObjectsConfig
 
 
 def load_device_config(path=None):

@@ -1,12 +1,15 @@
 """Drawing on frames (boxes, labels, scores, a heads-up line) and the preview window.
 
 Boxes arrive in source-frame pixels (x0, y0, x1, y1), as in FrameResult.boxes. Each class
-has a fixed colour so a box keeps its colour from frame to frame.
+has a fixed colour so a box keeps its colour from frame to frame. With the object stage on,
+zones are outlined and a tracked detection's tag carries its object id.
 """
 
 import logging
 import os
 import threading
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +17,7 @@ log = logging.getLogger(__name__)
 PALETTE = ((0, 255, 0), (255, 0, 255), (0, 165, 255), (255, 255, 0), (0, 0, 255), (255, 0, 0),
            (0, 255, 255), (128, 0, 255))
 HUD_COLOUR = (255, 255, 255)
+ZONE_COLOUR = (0, 215, 255)  # BGR gold: not a class colour
 THICKNESS = 2
 _ESC = 27
 
@@ -64,9 +68,35 @@ def hud_text(stats):
                                                          stats.runtime)
 
 
+def draw_zones(image, zones):
+    """Outlines each zone's polygon with its name at its first vertex, in place.
+
+    Args:
+      image: uint8 [H, W, 3] BGR frame.
+      zones: app.zones.Zone list (polygons in source-frame pixels (x, y)).
+    """
+    import cv2
+    for zone in zones:
+        points = [tuple(int(round(v)) for v in p) for p in zone.polygon]
+        cv2.polylines(image, [np.array(points, np.int32)], True, ZONE_COLOUR, 1, cv2.LINE_8)
+        cv2.putText(image, zone.name, (points[0][0] + 3, points[0][1] + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    ZONE_COLOUR, 1, cv2.LINE_AA)
+
+
+def tracked_labels(labels, detection_ids):
+    """"label #id" for detections of a confirmed object, the bare label otherwise."""
+    return [label if i < 0 else "{} #{}".format(label, i) for label, i in zip(labels, detection_ids)]
+
+
 def draw_result(image, result, hud):
-    """The pipeline's overlay step: every detection of a FrameResult plus the heads-up line."""
-    draw_detections(image, result.boxes, result.detections.class_ids, result.detections.scores, result.labels)
+    """The pipeline's overlay step: the zones, every detection of a FrameResult (with its object's
+    id once tracked) and the heads-up line."""
+    labels = result.labels
+    objects = getattr(result, "objects", None)
+    if objects is not None:
+        draw_zones(image, objects.zones)
+        labels = tracked_labels(labels, objects.detection_ids)
+    draw_detections(image, result.boxes, result.detections.class_ids, result.detections.scores, labels)
     draw_hud(image, hud)
 
 

@@ -10,8 +10,8 @@ order. The capture thread also prepares each frame for the live model's input
 interpreter releases the GIL) and the interpreter idles as little as possible. It hands each
 result on just before the next invoke (at once when no frame waits), so the output thread
 decodes while the interpreter runs;
-everything else runs on the output thread, which calls `sink.write(result)` for every
-sink and marks the frame done (the systemd watchdog and /healthz key off that).
+everything else runs on the output thread (decode, the object stage, overlay), which calls
+`sink.write(result)` for every sink and marks the frame done (the systemd watchdog and /healthz key off that).
 
 `stop()` only sets the flag and closes the hand-offs, so it is safe from a signal handler
 or from a sink on the output thread; `join()` waits for every thread (2 s in total).
@@ -33,6 +33,7 @@ import threading
 import time
 
 from app import postprocess
+from app.objects import counts as object_counts
 from app.redact import redact
 from app.slots import Closed, FrameSlots, ResultQueue
 from app.sources import SourceLost
@@ -48,8 +49,10 @@ FrameJob = collections.namedtuple("FrameJob", "source index name image time prep
 # detections: app.postprocess.Detections (normalized ymin, xmin, ymax, xmax); raw: the
 # source frame, BGR, untouched (for checkers); image: a copy with the overlay drawn when a
 # sink wants pictures, else the raw frame itself.
+# objects: app.objects.ObjectFrame when the object stage runs for this source, else None.
 FrameResult = collections.namedtuple(
-    "FrameResult", "source frame name time raw image detections boxes labels model timings")
+    "FrameResult", "source frame name time raw image detections boxes labels model timings objects",
+    defaults=(None,))
 
 RESULT_QUEUE_SIZE = 4
 POLL_S = 0.1
@@ -77,10 +80,13 @@ class Pipeline(object):
       invoke_timeout_s: seconds an invoke may run before it counts as hung (0 = off).
       rebuild: callable(index, Worker) -> new Worker for a hung interpreter; raising means
         the interpreter cannot be rebuilt. None: a hung invoke stops the pipeline.
+      objects: app.objects.ObjectStages run on every result before the overlay, or None. Its
+        events go to every sink with `object_events(list of dict)`, and the `end` events of
+        the objects still live when the pipeline stops, in join().
     """
 
     def __init__(self, sources, workers, labels, sinks, stats, max_frames=0, hud=None, draw=None,
-                 source_timeout_s=0.0, invoke_timeout_s=0.0, rebuild=None):
+                 source_timeout_s=0.0, invoke_timeout_s=0.0, rebuild=None, objects=None):
         if not sources or not workers:
             raise ValueError("need at least one source and one worker, got {} and {}"
                              .format(len(sources), len(workers)))
@@ -92,6 +98,7 @@ class Pipeline(object):
         self._hud, self._draw = hud, draw
         self._source_timeout, self._invoke_timeout = float(source_timeout_s), float(invoke_timeout_s)
         self._rebuild = rebuild
+        self._objects = objects
         self._slots = FrameSlots()
         self._results = ResultQueue(RESULT_QUEUE_SIZE)
         self._running = threading.Event()
@@ -202,6 +209,8 @@ class Pipeline(object):
         alive = [t.name for t in self._threads if t.is_alive() and t is not threading.current_thread()]
         if alive:
             log.warning("threads still running after %.1f s: %s", timeout, ", ".join(alive))
+        if self._objects is not None and not (self._output_thread and self._output_thread.is_alive()):
+            self._send_objects(self._objects.finish(time.time()))
         self.status("stopped", frames=self.processed)
         for thing in self.sources + self.sinks:
             close = getattr(thing, "close", None)
@@ -451,17 +460,34 @@ class Pipeline(object):
         result = FrameResult(source.name, job.index, job.name, job.time, job.image, job.image, detections,
                              boxes, labels, worker.model, timings)
         t1 = time.monotonic()
+        if self._objects is not None:
+            result = result._replace(objects=self._objects.update(result))
+            if result.objects is not None:
+                self.stats.set_objects(source.name, object_counts(result.objects.objects))
+        t_objects = time.monotonic()
         if self._wants_image():
             result = result._replace(image=job.image.copy())
             self._draw(result.image, result, self._hud(self.stats) if self._hud else "")
         t2 = time.monotonic()
         for sink in self.sinks:
             sink.write(result)
+        if result.objects is not None:
+            self._send_objects(result.objects.events)
         t3 = time.monotonic()
         self.processed += 1
         self.stats.count(source.name, "processed")
         self.stats.stage("decode", t1 - t0)
-        self.stats.stage("overlay", t2 - t1)
+        self.stats.stage("objects", t_objects - t1)
+        self.stats.stage("overlay", t2 - t_objects)
         self.stats.stage("sinks", t3 - t2)
         self.stats.stage("latency", time.time() - job.time)  # capture -> sinks done, queues included
         self.stats.frame_done()
+
+    def _send_objects(self, events):
+        """Object events to every sink that takes them."""
+        if not events:
+            return
+        for sink in self.sinks:
+            take = getattr(sink, "object_events", None)
+            if take is not None:
+                take(events)

@@ -4,6 +4,7 @@ Event lines (one JSON object per line, flushed as written):
   {"type": "detections", "frame": N, "source": S, "time": T, "model": "edgetpu|int8|float",
    "detections": [{"label": L, "class_id": C, "score": P, "box": [x0, y0, x1, y1]}]}
   {"type": "status", "event": "started|source_lost|source_reconnected|stopped|...", "time": T, ...}
+  {"type": "object", "event": "new|update|end", "id": N, ...}   (see app.objects)
 `box` is in source-frame pixels; for image folders `source` is the file name. Every string
 goes through app.redact so camera passwords never reach the file.
 """
@@ -61,6 +62,11 @@ class EventWriter(object):
 
     def status(self, message):
         self._emit(dict(message))
+
+    def object_events(self, events):
+        """The pipeline's object events (app.objects): one {"type": "object", ...} line each."""
+        for event in events:
+            self._emit(event)
 
     def close(self):
         with self._lock:

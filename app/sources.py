@@ -78,6 +78,7 @@ class SyntheticSource(object):
         from app.synthetic import MovingScene
         self.live = fps > 0
         self.name = "synthetic:{}x{}@{:g}".format(width, height, fps)
+        self.frame_size = (int(width), int(height))  # known before the first frame (zones are checked on it)
         self._scene = MovingScene(width, height, seed=seed)
         self._pace = _Paced(fps, first_at_once=False)
 

@@ -54,6 +54,7 @@ class Stats(object):
         self._stages = collections.OrderedDict()
         self._last_frame = None
         self._reference = None
+        self._objects = collections.OrderedDict()
         self.runtime, self.model, self.num_threads = runtime, model, num_threads
 
     def _source(self, name):
@@ -86,6 +87,11 @@ class Stats(object):
         """Records the float-reference check's latest state (agreement, checks, action...)."""
         with self._lock:
             self._reference = collections.OrderedDict(sorted(fields.items()))
+
+    def set_objects(self, source, counts):
+        """Records a source's object counts now (app.objects.counts: total, per label, per zone)."""
+        with self._lock:
+            self._objects[source] = counts
 
     def last_frame_time(self):
         """clock() time the last frame completed, or None."""
@@ -123,4 +129,5 @@ class Stats(object):
                 ("stages_ms", collections.OrderedDict((k, round(v, 3)) for k, v in self._stages.items())),
                 ("sources", sources),
                 ("reference", dict(self._reference) if self._reference is not None else None),
+                ("objects", collections.OrderedDict(self._objects)),
             ])

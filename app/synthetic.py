@@ -125,6 +125,11 @@ def compose(image, shapes):
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError("expected a uint8 [H, W, 3] image, got {} {}".format(image.dtype, image.shape))
+    return _compose_indexed(image, shapes)[:3]
+
+
+def _compose_indexed(image, shapes):
+    """`compose`, plus int32 [K]: each kept box's index in `shapes`."""
     owner = np.full(image.shape[:2], -1, np.int16)  # index of the shape on top of each pixel
     areas = _paint_shapes(image, shapes, owner)
     return _visible_boxes(owner, shapes, areas)
@@ -153,7 +158,7 @@ def _paint_shapes(image, shapes, owner=None):
 
 def _visible_boxes(owner, shapes, areas):
     height, width = owner.shape
-    boxes, class_ids, visible = [], [], []
+    boxes, class_ids, visible, indices = [], [], [], []
     for index, shape in enumerate(shapes):
         mask = owner == index
         count = int(mask.sum())
@@ -164,7 +169,9 @@ def _visible_boxes(owner, shapes, areas):
         boxes.append([rows[0] / height, cols[0] / width, (rows[-1] + 1) / height, (cols[-1] + 1) / width])
         class_ids.append(shape.class_id)
         visible.append(mask)
-    return (np.array(boxes, np.float32).reshape(-1, 4), np.array(class_ids, np.int32), visible)
+        indices.append(index)
+    return (np.array(boxes, np.float32).reshape(-1, 4), np.array(class_ids, np.int32), visible,
+            np.array(indices, np.int32))
 
 
 def random_background(rng, height, width):
@@ -395,11 +402,22 @@ class MovingScene(object):
           (image, boxes, class_ids): uint8 [height, width, 3] BGR; float32 [K, 4] normalized
           [ymin, xmin, ymax, xmax] of the visible shapes; int32 [K] 0-based class ids.
         """
+        return self.next_truth()[:3]
+
+    def next_truth(self):
+        """The next frame and its ground-truth tracks, then moves every shape one step.
+
+        A shape keeps its track id (1-based, its place in the scene) for the whole run; in frames
+        where it is more than MAX_HIDDEN hidden it has no box, like an occluded object.
+
+        Returns:
+          (image, boxes, class_ids, track_ids): as `next_frame`, plus int32 [K] track ids.
+        """
         image = self._background.copy()
-        boxes, class_ids, _ = compose(image, self._shapes)
+        boxes, class_ids, _, indices = _compose_indexed(image, self._shapes)
         self._step()
         self.frame_index += 1
-        return image, boxes, class_ids
+        return image, boxes, class_ids, indices + 1
 
     def next_image(self):
         """The next frame alone (uint8 [height, width, 3] BGR), as `next_frame` paints it but

@@ -74,9 +74,15 @@ class LiveModel(object):
       bundle: app.bundle.Bundle, or None for a foreign model.
       thresholds: decode keyword arguments.
       devices: the device string of each pair.
+
+    Args:
+      app_cfg: app.config.AppConfig.
+      overrides: decode threshold overrides (see app.cli.resolve_settings).
+      before_open: callable(labels dict) run once the labels are known and before any interpreter
+        opens: start-up checks that need the labels (zones, filters) fail before the runtime logs.
     """
 
-    def __init__(self, app_cfg, overrides):
+    def __init__(self, app_cfg, overrides, before_open=None):
         self._cfg = app_cfg
         self.devices = device_list(app_cfg)
         self.bundle, self.foreign_file = None, None
@@ -96,6 +102,8 @@ class LiveModel(object):
             from app.bundle import load_bundle
             bundle = load_bundle(app_cfg.model)
             self._open_bundle(bundle, bundle.postprocess, overrides)
+        if before_open is not None:
+            before_open(self.labels)
         self.pairs = []
         for device in self.devices:
             engine, worker = self.open(device)

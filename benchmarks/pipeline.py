@@ -3,7 +3,8 @@
 1. inference alone: set the input once, invoke in a loop;
 2. sequential: read a 640x480 synthetic frame -> resize -> invoke -> decode/NMS -> draw, one
    thread (the shape of Coral's OpenCV camera example);
-3. threaded: the real app pipeline on synthetic:640x480@0;
+3. threaded: the real app pipeline on synthetic:640x480@0, without and with the object stage
+   (tracking, two zones, a filter, object events: issue 15);
 4. the same pipeline on 30 pre-rendered frames replayed (a source that costs no CPU), which
    shows how much of (3) the synthetic renderer itself takes on a 2-core machine.
 
@@ -15,7 +16,8 @@ are medians of per-round ratios (the host's speed drifts between rounds): the ap
 setting against inference alone and the sequential loop at the same setting (the same
 interpreter a plain `Interpreter(model_path)` gives on 2 cores: one thread), and against the
 fastest of either setting. The host overhead per frame
-(preprocess + decode/NMS + overlay, ms) is measured in the sequential loop.
+(preprocess + decode/NMS + overlay, ms) is measured in the sequential loop, and the object
+stage's own cost per frame on a 6-shape scene's detections.
 
 It also prints the CPU-time ceiling of any pipeline on this machine: every frame costs the
 renderer's time, the host overhead and the invoke's CPU time (measured on 1 thread, where
@@ -41,9 +43,12 @@ import numpy as np
 
 from app import live_model, overlay, postprocess, runtime
 from app.bundle import load_bundle
+from app.config import FilterConfig, ObjectsConfig, SourceObjectsConfig, ZoneConfig
+from app.objects import ObjectStages, SourceObjects
 from app.pipeline import Pipeline
 from app.sources import SyntheticSource
 from app.stats import Stats
+from app.synthetic import MovingScene
 
 
 def _worker(bundle, precision, threads):
@@ -141,12 +146,27 @@ class ReplaySource(object):
         pass
 
 
-def threaded(worker, labels, frames, source=None):
+# The object stage as the benchmarks run it: two zones (left and lower half) and one filter.
+BENCH_OBJECTS = SourceObjectsConfig(
+    filters={"circle": FilterConfig(min_score=0.5)},
+    zones={"left": ZoneConfig(points=[[0, 0], [0.5, 0], [0.5, 1], [0, 1]], coordinates="normalized"),
+           "lower": ZoneConfig(points=[[0, 0.5], [1, 0.5], [1, 1], [0, 1]], coordinates="normalized",
+                               loitering_s=1.0)})
+
+
+def bench_stage(name, labels):
+    """app.objects.SourceObjects of one source with BENCH_OBJECTS and the default tracker."""
+    return SourceObjects(name, labels, ObjectsConfig(), BENCH_OBJECTS, "benchmark")
+
+
+def threaded(worker, labels, frames, source=None, with_objects=False):
     """fps of the app pipeline on synthetic:640x480@0 (or `source`), from its 10th to its last frame."""
     sink = _Shown()
-    pipeline = Pipeline([source or SyntheticSource(640, 480, 0)], [worker], dict(enumerate(labels)), [sink],
+    source = source or SyntheticSource(640, 480, 0)
+    stages = ObjectStages({source.name: bench_stage(source.name, labels)}) if with_objects else None
+    pipeline = Pipeline([source], [worker], dict(enumerate(labels)), [sink],
                         Stats(runtime="bench"), max_frames=frames + 10, hud=overlay.hud_text,
-                        draw=overlay.draw_result)
+                        draw=overlay.draw_result, objects=stages)
     pipeline.run()
     return frames / (time.perf_counter() - sink.first), pipeline.stats.snapshot()
 
@@ -195,7 +215,28 @@ def make_untrained(out):
     return out
 
 
-LOOPS = ("alone", "sequential", "threaded", "replay")
+LOOPS = ("alone", "sequential", "threaded", "objects", "replay")
+
+
+def objects_cost(worker, labels, frames):
+    """(median, 95th percentile) ms of the object stage per frame, and the mean objects per frame,
+    on the demo model's detections of a 6-shape 640x480 MovingScene (inference done beforehand)."""
+    scene = MovingScene(640, 480, seed=0, num_shapes=6)
+    found = []
+    for _ in range(frames):
+        worker.writer.write(scene.next_image())
+        worker.interpreter.invoke()
+        d = worker.decoder.decode(worker.reader.read())
+        found.append((postprocess.to_pixel_boxes(d.boxes, 480, 640), d.class_ids, d.scores))
+    stage = bench_stage("bench", labels)
+    times, counts = [], []
+    for i, (boxes, class_ids, scores) in enumerate(found):
+        t0 = time.perf_counter()
+        frame = stage.update(boxes, class_ids, scores, i / 30.0, 640, 480)
+        times.append(1000.0 * (time.perf_counter() - t0))
+        counts.append(len(frame.objects))
+    times = sorted(times[10:])
+    return statistics.median(times), times[int(0.95 * len(times))], float(np.mean(counts[10:]))
 
 
 def _round(bundle, worker, frames):
@@ -203,6 +244,7 @@ def _round(bundle, worker, frames):
     fps = {"alone": inference_alone(worker, frames)}
     fps["sequential"], seq_ms = sequential(worker, bundle.labels, frames)
     fps["threaded"], snap = threaded(worker, bundle.labels, frames)
+    fps["objects"] = threaded(worker, bundle.labels, frames, with_objects=True)[0]
     fps["replay"] = threaded(worker, bundle.labels, frames, ReplaySource())[0]
     return fps, seq_ms, snap["stages_ms"]
 
@@ -263,6 +305,8 @@ def main(argv=None):
             r["sequential"], ", ".join("{} {:.2f}".format(k, v) for k, v in r["seq_ms"].items())))
         print("threaded app    : {:7.1f} fps  (stage ms: {})".format(
             r["threaded"], ", ".join("{} {:.2f}".format(k, v) for k, v in r["stages"].items())))
+        print("threaded+objects: {:7.1f} fps  (the same with tracking, zones and object events on)".format(
+            r["objects"]))
         print("threaded, replay: {:7.1f} fps  (same pipeline, pre-rendered frames: no renderer cost)".format(
             r["replay"]))
     # Per round: the fastest inference alone / sequential loop of either thread count.
@@ -273,6 +317,11 @@ def main(argv=None):
     print("threaded/inference alone, fastest      : {}".format(_ratio(thr, fastest["alone"])))
     print("threaded/sequential, same threads      : {} (goal >= 1.3)".format(_ratio(thr, app["runs"]["sequential"])))
     print("threaded/sequential, fastest sequential: {}".format(_ratio(thr, fastest["sequential"])))
+    print("threaded+objects/threaded               : {} (goal >= 0.97)".format(_ratio(app["runs"]["objects"], thr)))
+    median_ms, p95_ms, count = objects_cost(_worker(bundle, args.precision, app_threads)[1], bundle.labels,
+                                            args.frames)
+    print("object stage    : {:.3f} ms per frame median, {:.3f} ms 95th percentile, {:.1f} objects per frame "
+          "(6-shape 640x480 scene, 2 zones, 1 filter; goal <= 0.3 ms)".format(median_ms, p95_ms, count))
     seq_ms = app["seq_ms"]
     host = seq_ms["preprocess"] + seq_ms["decode"] + seq_ms["overlay"]
     print("host overhead   : {:.2f} ms per 640x480 frame (preprocess {:.2f} + decode/NMS {:.2f} + overlay {:.2f}; "

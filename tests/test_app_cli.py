@@ -162,3 +162,47 @@ def test_class_agnostic_nms_flag_keeps_one_label_per_object():
         found[flag] = _cross_class_overlaps(frames, 0.6)
     assert found["--per-class-nms"] > 0  # the case exists, so the next line tests something
     assert found["--class-agnostic-nms"] == 0
+
+
+def test_bad_zone_is_one_line_naming_the_key(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("objects:\n  sources:\n    synthetic:320x240@0:\n      zones:\n        door:\n"
+                   "          points: [[0, 0], [400, 0], [0, 100]]\n")
+    _assert_user_error(["--config", str(cfg), "--source", "synthetic:320x240@0", "--headless", "--no-reference"],
+                       "objects.sources.synthetic:320x240@0.zones.door.points[1]: [400, 0] lies outside the 320x240 frame")
+
+
+def test_objects_for_a_source_that_is_not_there(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("objects:\n  sources:\n    cam2:\n      labels: [circle]\n")
+    _assert_user_error(["--config", str(cfg), "--headless", "--no-reference"],
+                       "objects.sources.cam2: no --source has this value or name")
+
+
+def test_run_writes_object_events_beside_frame_lines(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("objects:\n  sources:\n    synthetic:320x240@0:\n      zones:\n        lower:\n"
+                   "          points: [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]\n          coordinates: normalized\n")
+    stats = tmp_path / "stats.json"
+    code, out, lines = _run("--config", str(cfg), "--source", "synthetic:320x240@0", "--max-frames", "60",
+                            "--events", "-", "--no-reference", "--threads", "1", "--stats", str(stats))
+    assert code == 0, lines
+    events = [json.loads(line) for line in out.splitlines()]
+    objects = [e for e in events if e["type"] == "object"]
+    assert len([e for e in events if e["type"] == "detections"]) == 60
+    new = [e for e in objects if e["event"] == "new"]
+    ended = [e for e in objects if e["event"] == "end"]
+    # Every object that was new has ended by the stop, and the demo scene has 2-4 shapes.
+    assert 2 <= len(new) <= 6 and sorted(e["id"] for e in ended) == sorted(e["id"] for e in new)
+    for e in objects:
+        x0, y0, x1, y1 = e["box"]
+        assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 240 and e["source"] == "synthetic:320x240@0"
+        assert abs(e["area"] - (x1 - x0) * (y1 - y0)) <= 0.005 * e["area"] and e["snapshot"] is None  # box rounded
+        assert e["top_score"] >= e["score"] >= 0.4 and e["label"] in ("circle", "square", "triangle")
+        assert set(e["current_zones"]) <= set(e["entered_zones"]) <= {"lower"}
+    assert all(e["end_time"] >= e["start_time"] for e in ended)
+    assert events[-1]["event"] == "stopped"
+    # The stats file counts the objects in view on the last frame, by label and zone.
+    in_view = json.loads(stats.read_text())["objects"]["synthetic:320x240@0"]
+    assert 1 <= in_view["total"] <= 6 and sum(in_view["labels"].values()) == in_view["total"]
+    assert set(in_view["zones"]) <= {"lower"}

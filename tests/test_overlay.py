@@ -67,3 +67,21 @@ def test_draw_result_uses_pixel_boxes_of_the_result():
     image = np.zeros((60, 80, 3), np.uint8)
     overlay.draw_result(image, Result(), "")
     assert tuple(image[30, 10]) == overlay.class_colour(1) and tuple(image[30, 50]) == overlay.class_colour(1)
+
+
+def test_draw_result_outlines_zones_and_tags_tracked_objects():
+    from app.objects import ObjectFrame
+    from app.zones import Zone, edges
+    polygon = np.array([[5, 5], [70, 5], [70, 55], [5, 55]], np.float64)
+    zone = Zone("door", polygon, 1, 0.0, None, edges(polygon))
+
+    class Result(object):
+        boxes = np.array([[20.0, 20.0, 40.0, 40.0]], np.float32)
+        detections = Detections(np.zeros((1, 4), np.float32), np.array([0.9], np.float32), np.array([0], np.int32))
+        labels = ["circle"]
+        objects = ObjectFrame([], [zone], np.array([7]), [])
+    image = np.zeros((60, 80, 3), np.uint8)
+    overlay.draw_result(image, Result(), "")
+    assert tuple(image[30, 70]) == overlay.ZONE_COLOUR and tuple(image[55, 40]) == overlay.ZONE_COLOUR
+    assert tuple(image[30, 20]) == overlay.class_colour(0)
+    assert overlay.tracked_labels(["circle", "square"], [7, -1]) == ["circle #7", "square"]

@@ -154,3 +154,18 @@ def test_demo_model_sees_the_moving_scene_like_its_training_data():
     map50 = coco_metrics(truths, predictions, 3)["map50"]
     print("demo model on the synthetic camera, 640x480: mAP@0.5 {:.3f}".format(map50))
     assert map50 >= 0.8
+
+
+def test_moving_scene_truth_keeps_each_shape_id():
+    truth = synthetic.MovingScene(640, 480, seed=0, num_shapes=3)
+    plain = synthetic.MovingScene(640, 480, seed=0, num_shapes=3)
+    seen = set()
+    for _ in range(30):
+        image, boxes, class_ids, ids = truth.next_truth()
+        same_image, same_boxes, _ = plain.next_frame()
+        np.testing.assert_array_equal(image, same_image)
+        np.testing.assert_allclose(boxes, same_boxes)
+        # Shape i is class i (the first three shapes cover the three classes), id i + 1.
+        assert (ids == class_ids + 1).all()
+        seen.update(ids.tolist())
+    assert seen <= {1, 2, 3} and len(seen) >= 2

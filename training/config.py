@@ -248,6 +248,7 @@ class Config:
     postprocess: app_config.PostprocessConfig
     reference: app_config.ReferenceConfig
     http: app_config.HttpConfig
+    objects: app_config.ObjectsConfig
 
 
 def load_config(path=None):

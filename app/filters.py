@@ -1,0 +1,55 @@
+"""Per-source detection filters: labels to keep and per-label min_score, min_area, max_area.
+
+They run on a frame's detections before the tracker (Frigate's order), so a filtered box never
+starts or feeds a track. Areas are in source-frame pixels (box width x height).
+"""
+
+import collections
+
+import numpy as np
+
+from app.zones import label_ids
+
+# float [C] per class id: keep (bool), min_score, min_area, max_area (inf = no limit).
+Rules = collections.namedtuple("Rules", "keep min_score min_area max_area")
+
+
+def make_rules(source, label_names, where):
+    """Rules of one source.
+
+    Args:
+      source: app.config.SourceObjectsConfig.
+      label_names: the model's labels in class-id order.
+      where: the source's dotted key for messages.
+
+    Returns:
+      Rules with one entry per label. An unknown label is a UserError naming its key.
+    """
+    count = len(label_names)
+    keep = np.zeros(count, bool) if source.labels else np.ones(count, bool)
+    keep[label_ids(source.labels, label_names, where + ".labels")] = True
+    min_score, min_area = np.zeros(count), np.zeros(count)
+    max_area = np.full(count, np.inf)
+    for name, rule in source.filters.items():
+        i = label_ids([name], label_names, where + ".filters")[0]
+        min_score[i], min_area[i] = rule.min_score, rule.min_area
+        max_area[i] = rule.max_area if rule.max_area > 0 else np.inf
+    return Rules(keep, min_score, min_area, max_area)
+
+
+def keep_mask(rules, boxes, class_ids, scores):
+    """bool [K]: the detections that pass.
+
+    Args:
+      rules: Rules.
+      boxes: float [K, 4] pixels (x0, y0, x1, y1).
+      class_ids: int [K] 0-based; ids without a label are dropped.
+      scores: float [K].
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    class_ids, scores = np.asarray(class_ids, np.int64), np.asarray(scores, np.float64)
+    known = (class_ids >= 0) & (class_ids < len(rules.keep))
+    c = np.where(known, class_ids, 0)  # a class id without a label is never kept
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return (known & rules.keep[c] & (scores >= rules.min_score[c]) & (area >= rules.min_area[c])
+            & (area <= rules.max_area[c]))

@@ -1,0 +1,220 @@
+"""SORT-style multi-object tracking of one source's detections (numpy, Python 3.7 / numpy 1.16).
+
+Each track keeps a box state (centre x, centre y, width, height) in source-frame pixels and its
+velocity per frame. Every frame the states are predicted one step ahead (constant velocity),
+matched to the detections by IoU (greedy, highest IoU first, class-agnostic so a label flicker
+keeps the track), and corrected with fixed alpha-beta gains: the steady-state form of SORT's
+Kalman filter, which needs no covariance per track. A track is confirmed, and gets its id, after
+`min_hits` matched frames; a tentative track that misses a frame is dropped; a confirmed track
+ends after `max_age` frames without a match. Its label is the majority of its detections'
+labels, each weighted by its score. Detections overlapping by more than DUPLICATE_IOU count as
+one object (per-class NMS leaves one box per label on an object the model is unsure of), so two
+real objects that overlap that much are tracked as one until they part.
+
+All per-track state lives in arrays indexed by track row, so one frame is a few array ops
+whatever the number of tracks.
+"""
+
+import collections
+
+import numpy as np
+
+from app.nms import iou_matrix
+
+# Correction gains of the alpha-beta filter: position follows a detection by ALPHA of the
+# residual, velocity by BETA of it. On the synthetic camera (shapes at 2-8 px a frame, box
+# jitter of a few px) these kept boxes on their shapes through crossings.
+ALPHA = 0.7
+BETA = 0.3
+# An unmatched detection overlapping a matched one by more than this is the same object again.
+DUPLICATE_IOU = 0.7
+
+# One frame of the tracker. Rows are the confirmed live tracks (matched or coasting), by id.
+#   ids: int64 [M] track ids (1, 2, ... in order of confirmation).
+#   boxes: float32 [M, 4] pixels (x0, y0, x1, y1): the matched detection's box, else the prediction.
+#   class_ids: int32 [M] majority label over the track's life (0-based).
+#   scores: float32 [M] this frame's detection score, 0 while coasting.
+#   matched: bool [M] True when a detection matched the track this frame.
+#   start_times: float64 [M] time of the track's first detection (the `now` passed to update).
+#   detection_ids: int64 [K] track id of each input detection, -1 if none is confirmed.
+#   ended: int64 [E] ids of the tracks that ended this frame.
+TrackFrame = collections.namedtuple(
+    "TrackFrame", "ids boxes class_ids scores matched start_times detection_ids ended")
+
+
+def corners_to_state(boxes):
+    """float64 [K, 4] (cx, cy, w, h) of pixel boxes [K, 4] (x0, y0, x1, y1)."""
+    boxes = np.asarray(boxes, np.float64)
+    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
+                     boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
+
+
+def state_to_corners(state):
+    """float32 [K, 4] pixel boxes (x0, y0, x1, y1) of states [K, 4] (cx, cy, w, h)."""
+    half_w, half_h = np.maximum(state[:, 2], 0) / 2, np.maximum(state[:, 3], 0) / 2
+    return np.stack([state[:, 0] - half_w, state[:, 1] - half_h, state[:, 0] + half_w,
+                     state[:, 1] + half_h], axis=1).astype(np.float32)
+
+
+def merge_duplicates(boxes, scores):
+    """Groups detections of one object: per-class NMS leaves one box per label on an object the
+    model is unsure of, overlapping by more than DUPLICATE_IOU. Greedy by score, like NMS.
+
+    Args:
+      boxes: float32 [K, 4] pixels (x0, y0, x1, y1).
+      scores: float32 [K].
+
+    Returns:
+      (primary, parent): int64 [P] ascending indices of the highest-scoring box of each group,
+      and int64 [K] the primary index each detection belongs to (itself for a primary).
+    """
+    parent = np.full(len(boxes), -1, np.int64)
+    if len(boxes):
+        ious = iou_matrix(boxes, boxes)
+        for i in np.argsort(-scores, kind="mergesort"):
+            if parent[i] < 0:
+                parent[(parent < 0) & (ious[i] > DUPLICATE_IOU)] = i  # i itself (IoU 1) included
+    return np.flatnonzero(parent == np.arange(len(boxes))), parent
+
+
+def greedy_match(iou, min_iou):
+    """Pairs rows with columns by descending IoU, each at most once.
+
+    Args:
+      iou: float [T, D] IoU of track predictions (rows) with detections (columns).
+      min_iou: least IoU of a pair.
+
+    Returns:
+      int64 [P, 2] (row, column) pairs.
+    """
+    rows, cols = np.nonzero(iou >= min_iou)
+    order = np.argsort(-iou[rows, cols], kind="mergesort")
+    used_rows, used_cols, pairs = set(), set(), []
+    for r, c in zip(rows[order], cols[order]):
+        if r not in used_rows and c not in used_cols:
+            used_rows.add(r)
+            used_cols.add(c)
+            pairs.append((r, c))
+    return np.array(pairs, np.int64).reshape(-1, 2)
+
+
+class Tracker(object):
+    """SORT-style tracker of one source.
+
+    Args:
+      num_classes: number of labels (class ids 0..num_classes-1).
+      min_hits: matched frames before a track is confirmed (>= 1).
+      max_age: frames a confirmed track may go unmatched before it ends (>= 0).
+      min_iou: least IoU between a predicted box and a detection to match them, in (0, 1].
+    """
+
+    def __init__(self, num_classes, min_hits=3, max_age=15, min_iou=0.3):
+        if num_classes < 1 or min_hits < 1 or max_age < 0 or not 0.0 < min_iou <= 1.0:
+            raise ValueError("expected num_classes >= 1, min_hits >= 1, max_age >= 0, 0 < min_iou <= 1, "
+                             "got {}, {}, {}, {}".format(num_classes, min_hits, max_age, min_iou))
+        self.num_classes, self.min_hits, self.max_age, self.min_iou = num_classes, min_hits, max_age, min_iou
+        self._next_id = 1
+        self._state = np.zeros((0, 4), np.float64)
+        self._velocity = np.zeros((0, 4), np.float64)
+        self._ids = np.zeros(0, np.int64)          # 0 while tentative
+        self._hits = np.zeros(0, np.int64)
+        self._misses = np.zeros(0, np.int64)
+        self._votes = np.zeros((0, num_classes), np.float64)  # summed scores per label
+        self._start = np.zeros(0, np.float64)
+
+    def __len__(self):
+        """Number of live tracks, tentative ones included."""
+        return len(self._ids)
+
+    def update(self, boxes, class_ids, scores, now=0.0):
+        """Advances every track by one frame with this frame's detections.
+
+        Args:
+          boxes: float [K, 4] detection boxes in source-frame pixels (x0, y0, x1, y1).
+          class_ids: int [K] 0-based labels.
+          scores: float [K] scores in [0, 1].
+          now: the frame's time in seconds (any clock); becomes a new track's start time.
+
+        Returns:
+          A TrackFrame.
+        """
+        boxes, class_ids, scores = self._check(boxes, class_ids, scores)
+        primary, parent = merge_duplicates(boxes, scores)
+        self._state += self._velocity  # predict: constant velocity
+        pairs = greedy_match(iou_matrix(state_to_corners(self._state), boxes[primary]), self.min_iou)
+        rows, cols = pairs[:, 0], primary[pairs[:, 1]]
+        self._correct(rows, corners_to_state(boxes[cols]))
+        dead = self._age(rows)
+        ended = self._ids[dead & (self._ids > 0)]
+        detection_rows = np.full(len(boxes), -1, np.int64)
+        detection_rows[cols] = rows
+        detection_rows = self._spawn(boxes, np.setdiff1d(primary, cols), detection_rows, now)
+        detection_rows = detection_rows[parent]  # a duplicate belongs to its primary's track
+        np.add.at(self._votes, (detection_rows, class_ids), scores)
+        alive = np.concatenate([~dead, np.ones(len(self._ids) - len(dead), bool)])
+        detection_rows = (np.cumsum(alive) - 1)[detection_rows]  # matched and new rows never die
+        self._keep(alive)
+        self._confirm()
+        return self._frame(boxes[primary], scores[primary], detection_rows, primary, ended)
+
+    def _check(self, boxes, class_ids, scores):
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        class_ids = np.asarray(class_ids, np.int64).reshape(-1)
+        scores = np.asarray(scores, np.float32).reshape(-1)
+        if len(class_ids) != len(boxes) or len(scores) != len(boxes):
+            raise ValueError("boxes, class_ids and scores must have the same length, got {}, {}, {}"
+                             .format(len(boxes), len(class_ids), len(scores)))
+        if len(class_ids) and (class_ids.min() < 0 or class_ids.max() >= self.num_classes):
+            raise ValueError("class_ids must be in 0..{}, got {}".format(self.num_classes - 1, class_ids.tolist()))
+        return boxes, class_ids, scores
+
+    def _correct(self, rows, measured):
+        """Alpha-beta correction of the matched tracks; a track's second hit sets its velocity."""
+        residual = measured - self._state[rows]
+        second = (self._hits[rows] == 1)[:, None]
+        self._state[rows] += np.where(second, 1.0, ALPHA) * residual
+        self._velocity[rows] += np.where(second, 1.0, BETA) * residual
+        self._hits[rows] += 1
+        self._misses[rows] = 0
+
+    def _age(self, matched_rows):
+        """Counts a miss on every unmatched track; returns bool [T]: the tracks that die now."""
+        unmatched = np.ones(len(self._ids), bool)
+        unmatched[matched_rows] = False
+        self._misses[unmatched] += 1
+        return unmatched & ((self._ids == 0) | (self._misses > self.max_age))
+
+    def _keep(self, mask):
+        for name in ("_state", "_velocity", "_ids", "_hits", "_misses", "_votes", "_start"):
+            setattr(self, name, getattr(self, name)[mask])
+
+    def _spawn(self, boxes, fresh, detection_rows, now):
+        """Appends a tentative track for each detection index in `fresh`; returns detection -> row."""
+        detection_rows = detection_rows.copy()
+        detection_rows[fresh] = len(self._ids) + np.arange(len(fresh))
+        self._state = np.concatenate([self._state, corners_to_state(boxes[fresh])])
+        self._velocity = np.concatenate([self._velocity, np.zeros((len(fresh), 4))])
+        self._ids = np.concatenate([self._ids, np.zeros(len(fresh), np.int64)])
+        self._hits = np.concatenate([self._hits, np.ones(len(fresh), np.int64)])
+        self._misses = np.concatenate([self._misses, np.zeros(len(fresh), np.int64)])
+        self._votes = np.concatenate([self._votes, np.zeros((len(fresh), self.num_classes))])
+        self._start = np.concatenate([self._start, np.full(len(fresh), float(now))])
+        return detection_rows
+
+    def _confirm(self):
+        new = (self._ids == 0) & (self._hits >= self.min_hits)
+        self._ids[new] = self._next_id + np.arange(int(new.sum()))
+        self._next_id += int(new.sum())
+
+    def _frame(self, boxes, scores, detection_rows, primary, ended):
+        """The TrackFrame of the confirmed tracks from the primary detections' boxes and scores."""
+        box = state_to_corners(self._state)
+        score = np.zeros(len(self._ids), np.float32)
+        matched = np.zeros(len(self._ids), bool)
+        rows = detection_rows[primary]
+        box[rows], score[rows], matched[rows] = boxes, scores, True
+        ids = self._ids[detection_rows]
+        labels = np.argmax(self._votes, axis=1).astype(np.int32)
+        c = self._ids > 0
+        return TrackFrame(self._ids[c], box[c], labels[c], score[c], matched[c], self._start[c],
+                          np.where(ids > 0, ids, -1), ended)

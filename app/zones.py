@@ -1,0 +1,124 @@
+"""Zones: named polygons of a source's frame, and which objects are inside them.
+
+An object is inside a zone when the bottom centre of its box is (Frigate's rule: where a person
+or car stands, not where its box reaches). Polygons come from config.yaml (`objects.sources.S.
+zones`) in pixels or normalized 0..1 coordinates, and are resolved to pixels for a frame size.
+A zone with fewer than 3 points, a point outside the frame or an unknown label is a `UserError`
+naming the key.
+"""
+
+import collections
+
+import numpy as np
+
+from app.errors import UserError
+
+# name; polygon float64 [P, 2] pixels (x, y); inertia (frames); loitering_s; class_ids: frozenset
+# of the 0-based labels that count in the zone, or None for every label; edges: `edges(polygon)`.
+Zone = collections.namedtuple("Zone", "name polygon inertia loitering_s class_ids edges")
+COORDINATES = ("pixels", "normalized")
+
+
+def label_ids(names, label_names, where):
+    """0-based class ids of label names; an unknown name is a UserError naming `where`."""
+    ids = []
+    for name in names:
+        if name not in label_names:
+            raise UserError("{}: unknown label '{}'. The model's labels: {}".format(
+                where, name, ", ".join(label_names)))
+        ids.append(label_names.index(name))
+    return ids
+
+
+def check_zone(zone, label_names, where):
+    """Checks what a zone says without the frame size (points, coordinates, inertia, labels).
+
+    Args:
+      zone: app.config.ZoneConfig.
+      label_names: the model's labels in class-id order.
+      where: the zone's dotted key for messages.
+    """
+    if zone.coordinates not in COORDINATES:
+        raise UserError("{}.coordinates: expected pixels or normalized, got {!r}".format(where, zone.coordinates))
+    if len(zone.points) < 3:
+        raise UserError("{}.points: a zone needs at least 3 points [x, y], got {}".format(where, len(zone.points)))
+    for i, point in enumerate(zone.points):
+        if len(point) != 2:
+            raise UserError("{}.points[{}]: expected [x, y], got {!r}".format(where, i, point))
+    if zone.inertia < 1 or zone.loitering_s < 0:
+        raise UserError("{}: inertia must be >= 1 frame and loitering_s >= 0, got {} and {}".format(
+            where, zone.inertia, zone.loitering_s))
+    label_ids(zone.labels, label_names, where + ".labels")
+
+
+def zone_polygon(zone, width, height, where):
+    """float64 [P, 2] pixel vertices (x, y) of a checked zone in a `width` x `height` frame.
+
+    A point outside the frame (normalized outside 0..1, pixels outside 0..width, 0..height) is a
+    UserError naming the point.
+    """
+    points = np.asarray(zone.points, np.float64)
+    limit = np.array([1.0, 1.0]) if zone.coordinates == "normalized" else np.array([width, height], np.float64)
+    for i, point in enumerate(points):
+        if (point < 0).any() or (point > limit).any():
+            raise UserError("{}.points[{}]: [{:g}, {:g}] lies outside the {}x{} frame ({} coordinates go up "
+                            "to {:g}, {:g})".format(where, i, point[0], point[1], width, height, zone.coordinates,
+                                                   limit[0], limit[1]))
+    return points * [width, height] if zone.coordinates == "normalized" else points
+
+
+def make_zones(zones, label_names, width, height, where):
+    """Zones of one source for a frame size.
+
+    Args:
+      zones: dict name -> app.config.ZoneConfig.
+      label_names: the model's labels in class-id order.
+      width, height: the frame size in pixels.
+      where: the `zones` dotted key for messages.
+
+    Returns:
+      list of Zone, in the config's order.
+    """
+    result = []
+    for name, zone in zones.items():
+        key = "{}.{}".format(where, name)
+        check_zone(zone, label_names, key)
+        ids = frozenset(label_ids(zone.labels, label_names, key)) if zone.labels else None
+        polygon = zone_polygon(zone, width, height, key)
+        result.append(Zone(name, polygon, zone.inertia, zone.loitering_s, ids, edges(polygon)))
+    return result
+
+
+def bottom_centres(boxes):
+    """float64 [K, 2] (x, y) bottom centres of pixel boxes [K, 4] (x0, y0, x1, y1)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], axis=1)
+
+
+def edges(polygon):
+    """(x0, y0, x1, y1, slope) float64 [P] each: a polygon's edges from vertex i to i + 1 and
+    their dx/dy (inf for horizontal edges, which no horizontal ray crosses)."""
+    polygon = np.asarray(polygon, np.float64)
+    x0, y0 = polygon[:, 0], polygon[:, 1]
+    x1, y1 = np.concatenate([x0[1:], x0[:1]]), np.concatenate([y0[1:], y0[:1]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(y1 != y0, (x1 - x0) / (y1 - y0), np.inf)
+    return x0, y0, x1, y1, slope
+
+
+def contains(polygon_edges, points):
+    """Even-odd point-in-polygon test of many points.
+
+    Args:
+      polygon_edges: `edges(polygon)` of a polygon's vertices (x, y).
+      points: float [K, 2] (x, y) in the polygon's units.
+
+    Returns:
+      bool [K]: True inside (points exactly on an edge may go either way).
+    """
+    x0, y0, x1, y1, slope = polygon_edges                      # [P] each
+    x, y = points[:, 0:1], points[:, 1:2]                      # [K, 1]
+    straddles = (y0 <= y) != (y1 <= y)                         # [K, P] the edge crosses the ray's row
+    with np.errstate(invalid="ignore"):
+        cross_x = x0 + (y - y0) * slope
+    return (straddles & (x < cross_x)).sum(axis=1) % 2 == 1
