@@ -121,3 +121,83 @@ def test_missing_checkpoint_and_existing_workdir_exit_2(imported, tmp_path, caps
     code, _, err = _run(["--pipeline", PIPELINE, "--checkpoint", CHECKPOINT,
                          "--workdir", imported[0]], capsys)
     assert code == 2 and "already holds a training run (step 3000)" in err
+
+
+def _reference():
+    from app.postprocess import Detections
+    ref = json.loads((ODAPI / "reference_detections.json").read_text())
+    dets = []
+    for image in ref["images"]:
+        d = image["detections"]
+        dets.append(Detections(np.array([x["box"] for x in d], np.float32).reshape(-1, 4),
+                               np.array([x["score"] for x in d], np.float32),
+                               np.array([x["class_id"] for x in d], np.int32)))
+    return ref, dets
+
+
+@pytest.fixture(scope="module")
+def proof(imported):
+    """(OD API reference Detections, edgedet's Detections) on the 60 eval images.
+
+    Images are decoded as the OD API decoded them (tf.io.decode_jpeg); from there on it is
+    edgedet: app.preprocess with the workdir's model.resize, the Keras model restored from the
+    workdir, app.postprocess.decode_ssd with the pipeline's post-processing settings.
+    """
+    import tensorflow as tf
+    from app import preprocess
+    from app.anchors import anchors_from_config
+    from app.postprocess import decode_ssd
+    _, model, cfg, _ = imported
+    ref, ref_dets = _reference()
+    anchors, pp, m = anchors_from_config(cfg.model), cfg.postprocess, cfg.model
+    ours = []
+    for image in ref["images"]:
+        rgb = tf.io.decode_jpeg(tf.io.read_file(str(ODAPI / "eval_images" / image["file_name"])),
+                                channels=3).numpy()
+        x = preprocess.image_to_float_input(rgb, m.input_height, m.input_width, method=m.resize)
+        boxes, logits = model(x, training=False)
+        ours.append(decode_ssd(np.asarray(boxes)[0], np.asarray(logits)[0], anchors,
+                               score_threshold=ref["score_threshold"], iou_threshold=pp.iou_threshold,
+                               max_detections=pp.max_detections,
+                               max_detections_per_class=pp.max_detections_per_class))
+    return ref_dets, ours
+
+
+def test_resize_reproduces_the_odapi_preprocessed_input(odapi_dir, raw):
+    import tensorflow as tf
+    from app import preprocess
+    rgb = tf.io.decode_jpeg(tf.io.read_file(str(ODAPI / "eval_images" / "eval_0000.jpg")),
+                            channels=3).numpy()
+    x = preprocess.image_to_float_input(rgb, 160, 192, method="bilinear_tf1")
+    np.testing.assert_allclose(x[0], raw["preprocessed_inputs"][0], atol=1e-6)
+    # The half-pixel-centre resize edgedet trains with is not the OD API's.
+    assert np.abs(preprocess.image_to_float_input(rgb, 160, 192)[0]
+                  - raw["preprocessed_inputs"][0]).max() > 0.1
+
+
+def test_imported_model_reproduces_the_odapi_detections(imported, proof):
+    from app import agreement
+    ref, ours = proof
+    assert imported[2].postprocess.iou_threshold == pytest.approx(0.6)
+    assert (imported[2].postprocess.max_detections, imported[2].postprocess.max_detections_per_class) \
+        == (20, 10)
+    assert sum(len(d.scores) for d in ref) == 1025
+    score = agreement.pooled_agreement(ref, ours)
+    diffs = [abs(float(a.scores[i]) - float(b.scores[j]))
+             for a, b in zip(ref, ours) for i, j in agreement.matched_pairs(a, b)]
+    print("agreement {:.4f}, mean score difference {:.2e} over {} matches".format(
+        score, np.mean(diffs), len(diffs)))
+    assert score >= 0.99
+    assert np.mean(diffs) < 0.01
+
+
+def test_imported_model_reproduces_the_odapi_map(imported, proof):
+    from training import evaluate
+    ref, ours = proof
+    examples = evaluate.load_eval_examples(imported[2])
+    assert [e.source_id for e in examples[:2]] == ["eval_0000.jpg", "eval_0001.jpg"]
+    ref_map = evaluate.coco_metrics(examples, ref, 3)["map"]
+    our_map = evaluate.coco_metrics(examples, ours, 3)["map"]
+    print("COCO mAP: OD API {:.4f}, edgedet {:.4f}".format(ref_map, our_map))
+    assert ref_map == pytest.approx(0.802, abs=5e-4)  # the fixture README's figure
+    assert abs(our_map - ref_map) <= 0.005

@@ -102,3 +102,14 @@ def test_train_dataset_batches_targets():
     assert targets["cls_targets"].shape == (3, len(anchors), 3)
     # force_match_for_each_row: every surviving box has at least one positive anchor.
     assert float(tf.reduce_min(tf.reduce_sum(targets["box_weights"], axis=1))) >= 1.0
+
+
+def test_tf1_resize_of_training_equals_the_numpy_one_of_the_app():
+    from app import preprocess
+    image = np.random.RandomState(3).randint(0, 256, (26, 30, 3)).astype(np.uint8)
+    trained = pipeline.to_model_input(image, 16, 19, "bilinear_tf1").numpy()
+    np.testing.assert_allclose(trained, preprocess.image_to_float_input(
+        image, 16, 19, method="bilinear_tf1")[0], atol=1e-6)
+    # Half-pixel centres (the default) sample elsewhere: the two methods really differ.
+    default = pipeline.to_model_input(image, 16, 19).numpy()
+    assert np.abs(default - trained).max() > 0.1

@@ -3,11 +3,12 @@
     edgedet-train import-checkpoint --pipeline pipeline.config --checkpoint DIR_OR_PREFIX --workdir DIR
 
 It imports the pipeline.config (import-config), builds edgedet's SSD MobileNetV2 from it, loads
-every OD API model variable into it (training/odapi_checkpoint.py: by structure and shape) and
-writes the workdir the way `train` does: config.yaml, checkpoints/ckpt-<step>, then state.json
-(the commit point) at the OD API's step. `eval`, `export`, `train --resume` and the doctor read it
-unchanged. odapi_import.json in the workdir lists every checkpoint entry: where it went, or why
-it was skipped.
+every OD API model variable into it (training/odapi_checkpoint.py: by structure and shape), sets
+model.resize to bilinear_tf1 (the OD API's fixed_shape_resizer, which these weights were trained
+on) and writes the workdir the way `train` does: config.yaml, checkpoints/ckpt-<step>, then
+state.json (the commit point) at the OD API's step. `eval`, `export`, `train --resume` and the
+doctor read it unchanged. odapi_import.json in the workdir lists every checkpoint entry: where it
+went, or why it was skipped.
 """
 
 import collections
@@ -70,11 +71,13 @@ def import_checkpoint(pipeline, checkpoint):
       UserError: unreadable inputs, or a checkpoint that does not fit the pipeline.
     """
     import tensorflow as tf
+    from app.config import replace
     from training import import_config, model as ssd_model, odapi_checkpoint
     prefix = resolve_checkpoint(checkpoint)
     entries = odapi_checkpoint.read_entries(prefix)
     cfg, config_report = import_config.import_pipeline(pipeline)
-    cfg = _with_data_paths(cfg, pipeline)
+    # The OD API trained these weights on its fixed_shape_resizer's TF1 resize.
+    cfg = replace(_with_data_paths(cfg, pipeline), model=replace(cfg.model, resize="bilinear_tf1"))
     model = ssd_model.build_ssd(cfg.model)
     plan = odapi_checkpoint.plan(model, cfg.model, entries, prefix)
     odapi_checkpoint.load(plan, prefix)

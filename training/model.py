@@ -21,6 +21,7 @@ import json
 import tf_keras as keras
 
 from app import anchors as app_anchors
+from app import preprocess as app_preprocess
 from app.errors import UserError
 
 # The OD API's extra feature layer depths for SSD MobileNetV2 (before depth_multiplier).
@@ -213,6 +214,9 @@ def _check_model_cfg(model_cfg):
     if model_cfg.box_predictor_kernel_size < 1:
         raise UserError("config: model.box_predictor_kernel_size: expected >= 1, got {}"
                         .format(model_cfg.box_predictor_kernel_size))
+    if model_cfg.resize not in app_preprocess.RESIZE_METHODS:
+        raise UserError("config: model.resize: expected {}, got {!r}".format(
+            " | ".join(app_preprocess.RESIZE_METHODS), model_cfg.resize))
     if model_cfg.depth_multiplier <= 0:
         raise UserError("config: model.depth_multiplier: expected > 0, got {}"
                         .format(model_cfg.depth_multiplier))
