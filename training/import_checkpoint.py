@@ -89,10 +89,10 @@ def import_checkpoint(pipeline, checkpoint):
 
 def write_workdir(workdir, model, cfg, step, report):
     """Writes config.yaml, checkpoints/ckpt-<step> (model + a fresh optimizer), the report, state.json."""
+    import tensorflow as tf
     from training import train, workdir as run_dir
     from training.bundle_writer import write_json_atomic
     run_dir.prepare(workdir, cfg, resume=False)
-    import tensorflow as tf
     checkpoint = tf.train.Checkpoint(model=model, optimizer=train.make_optimizer(cfg.train, step))
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(workdir, run_dir.CHECKPOINTS), max_to_keep=3)
@@ -103,7 +103,10 @@ def write_workdir(workdir, model, cfg, step, report):
 
 
 def import_report(plan, pipeline, prefix, step):
-    """The JSON-able record of the import: every entry loaded (-> variable) or skipped (reason)."""
+    """The JSON-able record of the import: every entry loaded (-> variable) or skipped (reason).
+
+    A class head that predicted background is in both: loaded, and its background column skipped.
+    """
     return {"pipeline": os.path.abspath(pipeline), "checkpoint": os.path.abspath(prefix), "step": step,
             "loaded": {a.key: a.variable.name for a in plan.assignments},
             "skipped": {key: reason for key, reason in plan.skipped}}

@@ -131,8 +131,9 @@ def plan(model, model_cfg, entries, checkpoint="checkpoint"):
       checkpoint: the checkpoint path, for messages.
 
     Returns:
-      Plan(assignments: list of Assignment, one per edgedet variable; skipped: list of
-      (entry, reason), sorted).
+      Plan(assignments: list of Assignment, one per edgedet variable; skipped: sorted list of
+      (entry, reason) for entries not loaded, and for class heads whose background column
+      was dropped).
 
     Raises:
       UserError: an edgedet variable without its entry, a shape that differs, or an entry
