@@ -35,32 +35,37 @@ def box_iou(boxes_a, boxes_b):
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
 
 
-def match_count(dets_a, dets_b, iou=0.5):
-    """Number of one-to-one same-class matches with IoU >= `iou` (greedy by score of `dets_a`).
+def matched_pairs(dets_a, dets_b, iou=0.5):
+    """One-to-one same-class matches with IoU >= `iou`, greedy by score of `dets_a`.
 
     Args:
       dets_a, dets_b: Detections-like (boxes [K,4] normalized yxyx, scores [K], class_ids [K]).
       iou: IoU threshold in (0, 1].
 
     Returns:
-      int, 0 <= matched <= min(len(a), len(b)).
+      list of (index into a, index into b), in the order of a's scores, highest first.
     """
     if not 0.0 < iou <= 1.0:
         raise ValueError("iou must be in (0, 1], got {!r}".format(iou))
     if len(dets_a.scores) == 0 or len(dets_b.scores) == 0:
-        return 0
+        return []
     overlaps = box_iou(dets_a.boxes, dets_b.boxes)
     same_class = (np.asarray(dets_a.class_ids)[:, None] == np.asarray(dets_b.class_ids)[None, :])
     overlaps = np.where(same_class, overlaps, -1.0)
     taken = np.zeros(overlaps.shape[1], dtype=bool)
-    matched = 0
+    pairs = []
     for row in np.argsort(-np.asarray(dets_a.scores), kind="stable"):
         candidates = np.where(taken, -1.0, overlaps[row])
         best = int(np.argmax(candidates))
         if candidates[best] >= iou:
             taken[best] = True
-            matched += 1
-    return matched
+            pairs.append((int(row), best))
+    return pairs
+
+
+def match_count(dets_a, dets_b, iou=0.5):
+    """Number of `matched_pairs`: 0 <= matched <= min(len(a), len(b))."""
+    return len(matched_pairs(dets_a, dets_b, iou))
 
 
 def agreement(dets_a, dets_b, iou=0.5):

@@ -53,6 +53,7 @@ class Bundle:
     raw: the model.json dict as read.
     postprocess_model: absolute path of the optional model ending in
       TFLite_Detection_PostProcess (model.json "postprocess_model": {"file": ...}), or None.
+    resize: app.preprocess.RESIZE_METHODS entry (model.json input.resize_method; bilinear if absent).
     """
     path: str
     labels: list
@@ -67,6 +68,7 @@ class Bundle:
     samples: list
     raw: dict
     postprocess_model: str = None
+    resize: str = "bilinear"
 
 
 def get_key(mapping, dotted, kind, where):
@@ -203,6 +205,18 @@ def input_section(data, where):
     return height, width, (float(numbers[0]), float(numbers[1]))
 
 
+def _resize_method(data, where):
+    """input.resize_method, optional (bundles written before it existed are bilinear)."""
+    from app.preprocess import RESIZE_METHODS
+    if "resize_method" not in data["input"]:
+        return "bilinear"
+    method = _get(data, "input.resize_method", str, where)
+    if method not in RESIZE_METHODS:
+        raise UserError("{}: 'input.resize_method' must be one of {}, got {!r}. {}."
+                        .format(where, " | ".join(RESIZE_METHODS), method, _REEXPORT))
+    return method
+
+
 def _postprocess_model(bundle_dir, data, where):
     """Absolute path of the optional TFLite_Detection_PostProcess variant, or None."""
     if "postprocess_model" not in data:
@@ -249,4 +263,5 @@ def load_bundle(path):
                   box_coder_scales=_box_coder_scales(data, where), score_converter=converter,
                   models=_models(bundle_dir, data, where), postprocess=_postprocess(data, where),
                   samples=samples, raw=data,
-                  postprocess_model=_postprocess_model(bundle_dir, data, where))
+                  postprocess_model=_postprocess_model(bundle_dir, data, where),
+                  resize=_resize_method(data, where))

@@ -59,9 +59,10 @@ class InputWriter(object):
     Args:
       interpreter: an allocated TFLite interpreter with one [1, H, W, 3] input.
       float_range: (low, high) float input range of the model family.
+      resize: app.preprocess.RESIZE_METHODS entry the model was trained with.
     """
 
-    def __init__(self, interpreter, float_range=preprocess.INPUT_RANGE):
+    def __init__(self, interpreter, float_range=preprocess.INPUT_RANGE, resize="bilinear"):
         detail = interpreter.get_input_details()[0]
         shape = tuple(int(v) for v in detail["shape"])
         if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
@@ -71,10 +72,11 @@ class InputWriter(object):
         self.quantization = _quantization(detail)
         self._dtype = np.dtype(detail["dtype"])
         self._float_range = float_range
+        self._resize = resize
         self._tensor = interpreter.tensor(detail["index"])
         # What a prepared input depends on: `prepare`d arrays fit any writer with an equal layout.
         self.layout = (self.height, self.width, self.mode, self._dtype.str, self.quantization,
-                       tuple(float_range))
+                       tuple(float_range), resize)
         if self.mode == "requantize":
             log.warning("model input quantization (scale %.6g, zero point %d) does not map 0..255 onto %s: "
                         "the model was calibrated on another input range; using the slow exact path",
@@ -87,12 +89,13 @@ class InputWriter(object):
         with the previous frame; `load` then only copies.
         """
         import cv2
-        resized = preprocess.resize_to_input(image_bgr, self.height, self.width)
-        if self.mode == "copy":
-            return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
-        if self.mode == "xor":
+        if self.mode in ("copy", "xor"):
+            resized = preprocess.resize_to_input(image_bgr, self.height, self.width, self._resize)
+            if self.mode == "copy":
+                return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
             return np.bitwise_xor(preprocess.bgr_to_rgb(resized), 128).view(np.int8)
-        pixels = preprocess.normalize(preprocess.bgr_to_rgb(resized).astype(np.float32), self._float_range)
+        resized = preprocess.resize_to_float(image_bgr, self.height, self.width, self._resize)
+        pixels = preprocess.normalize(preprocess.bgr_to_rgb(resized), self._float_range)
         if self.mode == "float":
             return pixels
         scale, zero_point = self.quantization
@@ -177,7 +180,7 @@ def bundle_worker(engine, bundle, key, thresholds):
     """
     from app.pipeline import Worker
     reader = OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
-    writer = InputWriter(engine.interpreter, bundle.float_range)
+    writer = InputWriter(engine.interpreter, bundle.float_range, bundle.resize)
     return Worker(engine.interpreter, writer, reader, BundleDecoder(reader, bundle, thresholds), key)
 
 

@@ -210,7 +210,11 @@ def decode_ssd(box_encodings, class_logits, anchors, box_coder_scales=box_coder.
     integer logits the score threshold becomes an integer bound, and only the
     survivors are dequantized, scored, and have their boxes decoded. An
     (anchor, class) pair is one candidate, so an anchor may yield several classes.
-    Decoded boxes are clipped to [0, 1] before NMS, as the OD API's clip window does.
+    NMS sees the decoded boxes unclipped; its survivors are then clipped to [0, 1], those
+    left without area dropped, and the rest capped at max_detections. That is the OD API's
+    order (multiclass_non_max_suppression clips after NMS): clipping first makes boxes that
+    cross the image border overlap more, and suppressed 6 of the 1025 OD API detections on
+    the real fixture (tests/test_import_checkpoint.py).
 
     Args:
       box_encodings: [N, 4] or [1, N, 4] (ty, tx, th, tw), float or integer.
@@ -254,11 +258,28 @@ def decode_ssd(box_encodings, class_logits, anchors, box_coder_scales=box_coder.
     unique_rows, inverse = np.unique(rows, return_inverse=True)
     codes = dequantize(boxes[unique_rows], *(box_quantization or (1.0, 0)))
     decoded = box_coder.decode(codes, anchors[unique_rows], box_coder_scales)
-    decoded = np.clip(decoded, 0.0, 1.0)[inverse]
+    decoded = decoded[inverse]
     class_ids = (cols - (1 if background_class else 0)).astype(np.int32)
     keep = nms.per_class_nms(decoded, scores, class_ids, iou_threshold, max_detections_per_class,
-                             max_detections, class_agnostic=class_agnostic_nms)
-    return Detections(decoded[keep], scores[keep], class_ids[keep])
+                             len(scores), class_agnostic=class_agnostic_nms)
+    keep, clipped = _clip_to_image(decoded, keep, max_detections)
+    return Detections(clipped, scores[keep], class_ids[keep])
+
+
+def _clip_to_image(boxes, keep, max_detections):
+    """NMS survivors clipped to [0, 1], those left without area dropped, then capped (the OD API's order).
+
+    Args:
+      boxes: float32 [K, 4] decoded (ymin, xmin, ymax, xmax), unclipped.
+      keep: int64 [M] indices into `boxes` by descending score.
+      max_detections: most detections returned.
+
+    Returns:
+      (int64 [M'] indices, float32 [M', 4] clipped boxes), M' <= max_detections.
+    """
+    clipped = np.clip(boxes[keep], 0.0, 1.0)
+    has_area = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return keep[has_area][:int(max_detections)], clipped[has_area][:int(max_detections)]
 
 
 # ----------------------------------------------------------------------------- foreign models

@@ -16,24 +16,78 @@ import numpy as np
 # app never guesses.
 INPUT_RANGE = (-1.0, 1.0)
 
+# How an image is stretched to the model input:
+#   bilinear      half-pixel centres (cv2.INTER_LINEAR, tf.image.resize): what edgedet trains with;
+#   bilinear_tf1  TF1 resize_images(align_corners=False), no half-pixel centres: the OD API's
+#                 fixed_shape_resizer, so what OD API checkpoints were trained with.
+RESIZE_METHODS = ("bilinear", "bilinear_tf1")
 
-def resize_to_input(image, height, width):
+
+def _check_resize_args(image, method):
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError("expected an [H, W, 3] image, got shape {}".format(image.shape))
+    if method not in RESIZE_METHODS:
+        raise ValueError("resize method must be one of {}, got {!r}".format(RESIZE_METHODS, method))
+
+
+def _tf1_sources(out_size, in_size):
+    """Source rows (or columns) of TF1's legacy bilinear scaler: lower, upper index and weight."""
+    position = np.arange(out_size, dtype=np.float32) * np.float32(in_size / float(out_size))
+    lower = np.floor(position)
+    upper = np.minimum(np.ceil(position), in_size - 1).astype(np.int64)
+    return lower.astype(np.int64), upper, (position - lower).astype(np.float32)
+
+
+def resize_bilinear_tf1(image, height, width):
+    """TF1 bilinear resize without half-pixel centres, in the order TensorFlow computes it.
+
+    Args:
+      image: uint8 or float [H, W, 3] array, any channel order.
+      height: output height in pixels.
+      width: output width in pixels.
+
+    Returns:
+      float32 [height, width, 3], not rounded (the OD API feeds these values to the model).
+    """
+    y0, y1, fy = _tf1_sources(height, image.shape[0])
+    x0, x1, fx = _tf1_sources(width, image.shape[1])
+    pixels = np.asarray(image, dtype=np.float32)
+    fx = fx[None, :, None]
+    top = pixels[y0][:, x0] + (pixels[y0][:, x1] - pixels[y0][:, x0]) * fx
+    bottom = pixels[y1][:, x0] + (pixels[y1][:, x1] - pixels[y1][:, x0]) * fx
+    return top + (bottom - top) * fy[:, None, None]
+
+
+def resize_to_float(image, height, width, method="bilinear"):
+    """Stretches an image to the model input size as float32 [height, width, 3] in [0, 255].
+
+    `bilinear_tf1` keeps TensorFlow's unrounded values; `bilinear` is `resize_to_input` as float.
+    """
+    _check_resize_args(image, method)
+    if method == "bilinear_tf1":
+        return resize_bilinear_tf1(image, height, width)
+    return resize_to_input(image, height, width).astype(np.float32)
+
+
+def resize_to_input(image, height, width, method="bilinear"):
     """Stretches an image to the model input size (no letterbox, like training).
 
     Args:
       image: uint8 [H, W, 3] array in any channel order.
       height: model input height in pixels.
       width: model input width in pixels.
+      method: one of RESIZE_METHODS.
 
     Returns:
       uint8 [height, width, 3] array, same channel order, bilinear.
     """
     import cv2
 
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError("expected an [H, W, 3] image, got shape {}".format(image.shape))
+    _check_resize_args(image, method)
     if image.shape[0] == height and image.shape[1] == width:
         return image
+    if method == "bilinear_tf1":
+        return np.clip(np.round(resize_bilinear_tf1(image, height, width)), 0, 255).astype(np.uint8)
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
@@ -69,7 +123,6 @@ def expected_input_quantization(input_range=INPUT_RANGE):
     return scale, -low / scale
 
 
-def image_to_float_input(image_rgb, height, width, input_range=INPUT_RANGE):
-    """RGB uint8 image -> float32 [1, height, width, 3] input for a float model."""
-    resized = resize_to_input(image_rgb, height, width).astype(np.float32)
-    return normalize(resized, input_range)[None]
+def image_to_float_input(image_rgb, height, width, input_range=INPUT_RANGE, method="bilinear"):
+    """RGB uint8 image -> float32 [1, height, width, 3] input for a float model (method: RESIZE_METHODS)."""
+    return normalize(resize_to_float(image_rgb, height, width, method), input_range)[None]

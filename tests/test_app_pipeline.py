@@ -134,6 +134,20 @@ def test_float_input_is_normalized(tiny_bundle):  # noqa: F811
     np.testing.assert_allclose(_input_tensor(engine.interpreter), expected, atol=1e-6)
 
 
+def test_inputs_follow_the_bundles_resize_method(tiny_bundle):  # noqa: F811
+    # An OD API import (bilinear_tf1): the float input keeps TF1's unrounded values, uint8 rounds them.
+    bundle = load_bundle(tiny_bundle)
+    rgb = preprocess.bgr_to_rgb(_frame(4))
+    for key, expected in (("float", preprocess.image_to_float_input(rgb, 96, 112, method="bilinear_tf1")),
+                          ("int8", preprocess.resize_to_input(rgb, 96, 112, "bilinear_tf1")[None])):
+        engine, _ = runtime.open_bundle_engine(bundle, "cpu", key, num_threads=1)
+        writer = live_model.InputWriter(engine.interpreter, bundle.float_range, "bilinear_tf1")
+        writer.write(_frame(4))
+        np.testing.assert_allclose(_input_tensor(engine.interpreter), expected, atol=1e-5)
+    bilinear = preprocess.image_to_float_input(rgb, 96, 112)
+    assert np.abs(bilinear - preprocess.image_to_float_input(rgb, 96, 112, method="bilinear_tf1")).max() > 0.05
+
+
 def test_int8_input_is_xor_128(tmp_path):
     path = build_int8_io_model(str(tmp_path / "int8io.tflite"))
     engine = runtime.make_cpu_engine(path, 1)

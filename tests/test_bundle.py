@@ -68,8 +68,14 @@ def test_loads_a_good_bundle(tmp_path):
                              "max_detections_per_class": 10, "class_agnostic_nms": True}
     assert b.samples == [str(root / "samples" / "0.jpg")]
     assert b.raw["num_anchors"] == len(ANCHORS)
+    assert b.resize == "bilinear"  # bundles without input.resize_method
     with pytest.raises(AttributeError):
         b.labels = []
+
+
+def test_resize_method_is_read(tmp_path):
+    root = make_bundle(tmp_path, data=_with("input.resize_method", "bilinear_tf1"))
+    assert load_bundle(str(root)).resize == "bilinear_tf1"
 
 
 def test_labels_txt_is_optional(tmp_path):
@@ -114,6 +120,7 @@ def _with(dotted, value):
     (_with("postprocess", {"class_agnostic_nms": "yes"}), r"'class_agnostic_nms' must be bool"),
     (_with("box_coder.y_scale", 0), r"scales must be > 0"),
     (_with("labels", []), r"'labels' must be a non-empty list"),
+    (_with("input.resize_method", "area"), r"'input.resize_method' must be one of bilinear \| bilinear_tf1"),
 ])
 def test_bad_model_json_keys(tmp_path, data, match):
     root = make_bundle(tmp_path, data=data)

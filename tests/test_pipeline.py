@@ -116,3 +116,15 @@ def test_train_dataset_runs_every_augmentation_in_graph_mode():
     _, targets, _ = _first_batch(with_every_augmentation(load_config().train, True), 4)
     # Some of the four crops keep a rectangle, and its anchors are positives.
     assert float(tf.reduce_sum(targets["box_weights"])) >= 1.0
+
+
+
+def test_tf1_resize_of_training_equals_the_numpy_one_of_the_app():
+    from app import preprocess
+    image = np.random.RandomState(3).randint(0, 256, (26, 30, 3)).astype(np.uint8)
+    trained = pipeline.to_model_input(image, 16, 19, "bilinear_tf1").numpy()
+    np.testing.assert_allclose(trained, preprocess.image_to_float_input(
+        image, 16, 19, method="bilinear_tf1")[0], atol=1e-6)
+    # Half-pixel centres (the default) sample elsewhere: the two methods really differ.
+    default = pipeline.to_model_input(image, 16, 19).numpy()
+    assert np.abs(default - trained).max() > 0.1

@@ -61,6 +61,18 @@ def test_decode_ssd_threshold_is_inclusive_and_nms_applies():
     np.testing.assert_allclose(det.scores, [sigmoid(1), 0.5], atol=1e-6)
 
 
+def test_decode_ssd_runs_nms_before_clipping_like_the_odapi():
+    # x ranges -0.3..0.2 and -0.05..0.2: IoU 0.5 unclipped, so NMS at 0.6 keeps both; clipped
+    # first (0..0.2 twice) they would be one. The third box lies beyond the right edge: no area.
+    anchors = np.array([[0.5, -0.05, 0.4, 0.5], [0.5, 0.075, 0.4, 0.25], [0.5, 1.2, 0.4, 0.2]],
+                       np.float32)
+    logits = np.array([[2.0], [1.0], [3.0]], np.float32)
+    det = decode_ssd(np.zeros((3, 4), np.float32), logits, anchors, score_threshold=0.5,
+                     iou_threshold=0.6, max_detections=2)
+    np.testing.assert_allclose(det.scores, [sigmoid(2.0), sigmoid(1.0)], atol=1e-6)
+    np.testing.assert_allclose(det.boxes, [[0.3, 0.0, 0.7, 0.2]] * 2, atol=1e-6)
+
+
 def test_decode_ssd_class_agnostic_nms_keeps_one_label_per_object():
     # One anchor scores two classes (0.73 and 0.62): per-class NMS reports both, agnostic one.
     encodings = np.zeros((2, 4), np.float32)

@@ -24,6 +24,7 @@ COMMANDS = [
     ("doctor", "training.doctor", "diagnose a broken float/uint8 model pair"),
     ("import-config", "training.import_config", "turn an OD API pipeline.config into config.yaml"),
     ("convert-savedmodel", "training.convert", "convert an OD API TFLite SavedModel into a bundle"),
+    ("import-checkpoint", "training.import_checkpoint", "turn an OD API checkpoint into an edgedet workdir"),
 ]
 
 

@@ -43,6 +43,8 @@ class ModelConfig:
                                    lambda: ["circle", "square", "triangle"])
     input_height: int = opt(192, "Model input height in pixels (fixed_shape_resizer.height).")
     input_width: int = opt(224, "Model input width in pixels (fixed_shape_resizer.width).")
+    resize: str = opt("bilinear", "Stretch to the input: bilinear (half-pixel centres) | bilinear_tf1 "
+                      "(the OD API's TF1 resize; import-checkpoint sets it).")
     depth_multiplier: float = opt(0.5, "MobileNetV2 width multiplier (alpha).")
     min_depth: int = opt(16, "Smallest channel count of any feature layer.")
     backbone_weights: str = opt("none", "Backbone initialisation: none | imagenet (downloads via Keras).")

@@ -52,20 +52,22 @@ def to_float_tflite(saved_model_dir):
     return converter.convert()
 
 
-def calibration_inputs(images_rgb, input_height, input_width, input_range=preprocess.INPUT_RANGE):
+def calibration_inputs(images_rgb, input_height, input_width, input_range=preprocess.INPUT_RANGE,
+                       resize="bilinear"):
     """Representative-dataset generator factory: RGB uint8 images -> the model's float input.
 
     Args:
       images_rgb: sequence of RGB uint8 [H, W, 3] images (any size).
       input_height, input_width: model input size.
       input_range: the float range the model was trained on.
+      resize: the app.preprocess.RESIZE_METHODS entry it was trained with.
 
     Returns:
       A zero-argument callable yielding [float32 [1, H, W, 3]] per image, as the converter wants.
     """
     def gen():
         for i, image in enumerate(images_rgb):
-            x = preprocess.image_to_float_input(image, input_height, input_width, input_range)
+            x = preprocess.image_to_float_input(image, input_height, input_width, input_range, resize)
             if i == 0:
                 x = _pin_input_range(x, input_range)
             yield [x]

@@ -18,7 +18,7 @@ from app.errors import UserError
 
 # What decoding needs besides the outputs; a loaded app.bundle.Bundle has the same attributes.
 ModelSpec = collections.namedtuple(
-    "ModelSpec", "input_height input_width float_range anchors box_coder_scales score_converter")
+    "ModelSpec", "input_height input_width float_range anchors box_coder_scales score_converter resize")
 
 
 def spec_from_config(cfg):
@@ -27,7 +27,8 @@ def spec_from_config(cfg):
     bc = cfg.model.box_coder
     return ModelSpec(cfg.model.input_height, cfg.model.input_width, tuple(preprocess.INPUT_RANGE),
                      anchors_from_config(cfg.model),
-                     (bc.y_scale, bc.x_scale, bc.height_scale, bc.width_scale), cfg.model.score_converter)
+                     (bc.y_scale, bc.x_scale, bc.height_scale, bc.width_scale), cfg.model.score_converter,
+                     cfg.model.resize)
 
 
 def eval_decode_kwargs(cfg):
@@ -52,10 +53,10 @@ def model_input(image_rgb, spec, dtype=np.float32, quantization=None):
     A uint8 model gets the resized pixels as they are: its input quantization
     must already map 0..255 onto spec.float_range (export asserts it).
     """
-    resized = preprocess.resize_to_input(image_rgb, spec.input_height, spec.input_width)
     if np.dtype(dtype) == np.uint8:
-        return resized[None]
-    x = preprocess.normalize(resized.astype(np.float32), spec.float_range)[None]
+        return preprocess.resize_to_input(image_rgb, spec.input_height, spec.input_width, spec.resize)[None]
+    x = preprocess.image_to_float_input(image_rgb, spec.input_height, spec.input_width,
+                                        spec.float_range, spec.resize)
     if np.dtype(dtype) == np.int8:
         scale, zero = quantization
         return np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)

@@ -99,7 +99,8 @@ def convert_all(model, cfg, calibration_rgb, folder, qat=False, log=print):
         source = os.path.join(folder, ".qat_saved_model")  # removed below: the bundle keeps the float one
         convert_tflite.save_batch1_savedmodel(model, h, w, source)
     log("saved_model/ and model_float.tflite written ({:.0f} s)".format(time.time() - t))
-    rep = convert_tflite.calibration_inputs(calibration_rgb, h, w, preprocess.INPUT_RANGE)
+    rep = convert_tflite.calibration_inputs(calibration_rgb, h, w, preprocess.INPUT_RANGE,
+                                            cfg.model.resize)
     int8 = convert_tflite.to_int8_tflite(source, rep)
     if qat:
         shutil.rmtree(source)
@@ -165,7 +166,8 @@ def _model_json(cfg, state, models, fid, edgetpu, samples, anchors):
         "format_version": bundle_writer.FORMAT_VERSION,
         "labels": list(cfg.model.labels),
         "input": {"height": cfg.model.input_height, "width": cfg.model.input_width, "color": "RGB",
-                  "resize": "stretch", "float_range": list(preprocess.INPUT_RANGE)},
+                  "resize": "stretch", "resize_method": cfg.model.resize,
+                  "float_range": list(preprocess.INPUT_RANGE)},
         "num_anchors": int(len(anchors)),
         "box_coder": {"y_scale": bc.y_scale, "x_scale": bc.x_scale, "height_scale": bc.height_scale,
                       "width_scale": bc.width_scale},

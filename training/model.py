@@ -21,6 +21,7 @@ import json
 import tf_keras as keras
 
 from app import anchors as app_anchors
+from app import preprocess as app_preprocess
 from app.errors import UserError
 
 # The OD API's extra feature layer depths for SSD MobileNetV2 (before depth_multiplier).
@@ -155,17 +156,40 @@ def _conv_bn_relu6(x, filters, kernel, stride, name, model_cfg, hyper):
     return keras.layers.ReLU(6.0, name=name + "_relu6")(x)
 
 
+def extra_layers(model_cfg):
+    """The extra feature layers after the backbone, one per feature map past the second.
+
+    Args:
+      model_cfg: training.config.ModelConfig-like (depth_multiplier, min_depth, anchors.num_layers).
+
+    Returns:
+      list of ((name, filters, kernel, stride) of the 1x1 conv, the same of the 3x3
+      stride-2 conv); each conv is followed by a batch norm called name + "_BN".
+    """
+    layers = []
+    for i, depth in enumerate(EXTRA_LAYER_DEPTHS[:model_cfg.anchors.num_layers - len(BACKBONE_FEATURES)]):
+        base = "layer_{}".format(20 + i)
+        half = max(int(depth / 2 * model_cfg.depth_multiplier), model_cfg.min_depth)
+        full = max(int(depth * model_cfg.depth_multiplier), model_cfg.min_depth)
+        layers.append((("{}_1_Conv2d_1x1_{}".format(base, half), half, 1, 1),
+                       ("{}_2_Conv2d_3x3_s2_{}".format(base, full), full, 3, 2)))
+    return layers
+
+
+def predictor_names(index):
+    """(box head, class head) layer names of the box predictor on feature map `index`."""
+    name = "BoxPredictor_{}".format(index)
+    return name + "_BoxEncodingPredictor", name + "_ClassPredictor"
+
+
 def _feature_maps(backbone, model_cfg, num_layers):
     """The SSD feature maps: two from the backbone, then the extra stride-2 layers."""
     maps = [backbone.get_layer(n).output for n in BACKBONE_FEATURES][:num_layers]
     hyper = _feature_hyperparams(model_cfg)
     x = maps[-1]
-    for i, depth in enumerate(EXTRA_LAYER_DEPTHS[:num_layers - len(BACKBONE_FEATURES)]):
-        base = "layer_{}".format(20 + i)
-        half = max(int(depth / 2 * model_cfg.depth_multiplier), model_cfg.min_depth)
-        full = max(int(depth * model_cfg.depth_multiplier), model_cfg.min_depth)
-        x = _conv_bn_relu6(x, half, 1, 1, "{}_1_Conv2d_1x1_{}".format(base, half), model_cfg, hyper)
-        x = _conv_bn_relu6(x, full, 3, 2, "{}_2_Conv2d_3x3_s2_{}".format(base, full), model_cfg, hyper)
+    for convs in extra_layers(model_cfg):
+        for name, filters, kernel, stride in convs:
+            x = _conv_bn_relu6(x, filters, kernel, stride, name, model_cfg, hyper)
         maps.append(x)
     return maps
 
@@ -190,6 +214,9 @@ def _check_model_cfg(model_cfg):
     if model_cfg.box_predictor_kernel_size < 1:
         raise UserError("config: model.box_predictor_kernel_size: expected >= 1, got {}"
                         .format(model_cfg.box_predictor_kernel_size))
+    if model_cfg.resize not in app_preprocess.RESIZE_METHODS:
+        raise UserError("config: model.resize: expected {}, got {!r}".format(
+            " | ".join(app_preprocess.RESIZE_METHODS), model_cfg.resize))
     if model_cfg.depth_multiplier <= 0:
         raise UserError("config: model.depth_multiplier: expected > 0, got {}"
                         .format(model_cfg.depth_multiplier))
@@ -216,12 +243,13 @@ def build_ssd(model_cfg):
         a.reduce_boxes_in_lowest_layer)
     boxes, logits = [], []
     for i, (fmap, count) in enumerate(zip(maps, per_location)):
-        name = "BoxPredictor_{}".format(i)
-        b = _predictor_conv(count * 4, name + "_BoxEncodingPredictor", model_cfg)(fmap)
-        boxes.append(keras.layers.Reshape((-1, 4), name=name + "_box_reshape")(b))
-        c = _predictor_conv(count * num_classes, name + "_ClassPredictor", model_cfg,
+        box_name, class_name = predictor_names(i)
+        b = _predictor_conv(count * 4, box_name, model_cfg)(fmap)
+        boxes.append(keras.layers.Reshape((-1, 4), name="BoxPredictor_{}_box_reshape".format(i))(b))
+        c = _predictor_conv(count * num_classes, class_name, model_cfg,
                             model_cfg.class_prediction_bias_init)(fmap)
-        logits.append(keras.layers.Reshape((-1, num_classes), name=name + "_class_reshape")(c))
+        logits.append(keras.layers.Reshape((-1, num_classes),
+                                           name="BoxPredictor_{}_class_reshape".format(i))(c))
     box_encodings = keras.layers.Concatenate(axis=1, name="box_encodings")(boxes)
     class_logits = keras.layers.Concatenate(axis=1, name="class_logits")(logits)
     inputs = backbone.input

@@ -20,12 +20,18 @@ from training.data import augment as augmentation
 CACHE_BUDGET_BYTES = 4 * 1024 ** 3
 
 
-def to_model_input(image, height, width):
-    """uint8 or float32 (0..255) [h, w, 3] RGB -> float32 [height, width, 3] in the model range.
+def to_model_input(image, height, width, method="bilinear"):
+    """uint8 or float32 (0..255) [h, w, 3] RGB -> float32 [height, width, 3] in the model range (stretch + normalize).
 
-    Stretch resize, then `app.preprocess.normalize`.
+    `method` is one of app.preprocess.RESIZE_METHODS; bilinear_tf1 is TF1's resize without
+    half-pixel centres, which app.preprocess.resize_bilinear_tf1 reproduces in numpy.
     """
-    resized = tf.image.resize(tf.cast(image, tf.float32), (height, width), method="bilinear")
+    image = tf.cast(image, tf.float32)
+    if method == "bilinear_tf1":
+        resized = tf.raw_ops.ResizeBilinear(images=image[None], size=(height, width),
+                                            align_corners=False, half_pixel_centers=False)[0]
+    else:
+        resized = tf.image.resize(image, (height, width), method="bilinear")
     return preprocess.normalize(tf.clip_by_value(resized, 0.0, 255.0))
 
 
@@ -41,7 +47,7 @@ def make_example_fn(cfg, anchors, augment):
         if augment:
             image, boxes, classes = augmentation.apply(image, boxes, classes, seed, train_cfg)
         boxes, classes = boxes[:cfg.data.max_boxes], classes[:cfg.data.max_boxes]
-        inputs = to_model_input(image, model_cfg.input_height, model_cfg.input_width)
+        inputs = to_model_input(image, model_cfg.input_height, model_cfg.input_width, model_cfg.resize)
         targets = ssd_targets.assign_targets(
             boxes, classes, anchors, len(model_cfg.labels), train_cfg.matched_threshold,
             train_cfg.unmatched_threshold, train_cfg.force_match_for_each_row, scales)

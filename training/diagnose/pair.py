@@ -129,7 +129,7 @@ def _spec_for(quant_model, bundle):
     for reduced in (True, False):
         guess = anchors.ssd_anchors(height, width, reduce_boxes_in_lowest_layer=reduced)
         if len(guess) == num:
-            return ModelSpec(height, width, None, guess, box_coder.DEFAULT_SCALES, "sigmoid")
+            return ModelSpec(height, width, None, guess, box_coder.DEFAULT_SCALES, "sigmoid", "bilinear")
     return None  # unknown anchor layout: compare as arrays only
 
 
