@@ -27,7 +27,7 @@ PLAIN = "mobilenet_v1_0.25_128_quant.tflite"
 TWIN = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
 OTHER = "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite"
 OUTPUT = "MobilenetV1/Predictions/Reshape_1"
-OLD_TEXT = "put the returned model_int8_edgetpu.tflite into the bundle"
+OLD_TEXT = "edgetpu_compiler is not on PATH"  # the demo report's note before a compile is attached
 
 
 def _stdout_for_twin():
