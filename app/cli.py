@@ -13,12 +13,11 @@ Exit codes: 0 stopped (SIGTERM/SIGINT, q, end of files, --max-frames); 2 bad inp
 4 an invoke hung and the interpreter could not be rebuilt.
 """
 
-import argparse
 import logging
 import signal
 import sys
 
-from app import config, devices, overlay, runtime, service, sinks, webview, workers
+from app import arguments, config, devices, overlay, runtime, service, sinks, webview, workers
 from app.errors import UserError, run_cli
 from app.pipeline import Pipeline
 from app.redact import redact, redact_logging
@@ -31,24 +30,27 @@ THRESHOLD_KEYS = ("score_threshold", "iou_threshold", "max_detections", "max_det
 
 
 def _add_run_arguments(p):
-    p.add_argument("--config", help="config.yaml with app: and postprocess: sections")
-    p.add_argument("--model", help="bundle directory (models/demo) or a foreign .tflite file")
+    p.add_argument("--config", type=arguments.input_file, help="config.yaml with app: and postprocess: sections")
+    p.add_argument("--model", type=arguments.input_path,
+                   help="bundle directory (models/demo) or a foreign .tflite file")
     p.add_argument("--source", action="append", help="camera index, /dev/videoN, rtsp/http URL, video, "
                    "folder, glob or synthetic[:WxH[@FPS]]; repeat for several")
-    p.add_argument("--labels", help="label file (Coral 'id name' or one name per line)")
+    p.add_argument("--labels", type=arguments.input_file, help="label file (Coral 'id name' or one name per line)")
     p.add_argument("--runtime", choices=("auto", "edgetpu", "cpu"))
     p.add_argument("--precision", choices=("auto", "int8", "float"))
     p.add_argument("--device", action="append", help="Edge TPU: usb, usb:N, pci, pci:N or :N; repeatable")
-    p.add_argument("--threads", type=int, help="CPU interpreter threads (0 = auto: all cores but one)")
+    p.add_argument("--threads", type=arguments.integer(0, 1024),
+                   help="CPU interpreter threads (0 = auto: all cores but one)")
     p.add_argument("--loop", action="store_true", default=None, help="restart video files and folders")
     p.add_argument("--realtime", action="store_true", default=None, help="pace files like a live source")
-    p.add_argument("--max-frames", type=int, help="stop after N processed frames")
+    p.add_argument("--max-frames", type=arguments.integer(0, 10 ** 12),
+                   help="stop after N processed frames (0 = run forever)")
     p.add_argument("--headless", action="store_true", default=None, help="never open a preview window")
-    p.add_argument("--events", help="JSON-lines events to FILE, or - for stdout")
-    p.add_argument("--stats", help="stats JSON file, rewritten every second")
-    p.add_argument("--score-threshold", type=float)
-    p.add_argument("--iou-threshold", type=float)
-    p.add_argument("--max-detections", type=int)
+    p.add_argument("--events", type=arguments.output_file_or_stdout, help="JSON-lines events to FILE, or - for stdout")
+    p.add_argument("--stats", type=arguments.output_file, help="stats JSON file, rewritten every second")
+    p.add_argument("--score-threshold", type=arguments.number(0, 1))
+    p.add_argument("--iou-threshold", type=arguments.number(0, 1))
+    p.add_argument("--max-detections", type=arguments.integer(1, 10000))
     p.add_argument("--class-agnostic-nms", dest="class_agnostic_nms", action="store_true", default=None,
                    help="NMS across classes too: one label per object")
     p.add_argument("--per-class-nms", dest="class_agnostic_nms", action="store_false",
@@ -60,13 +62,14 @@ def _add_run_arguments(p):
     p.add_argument("--on-mismatch", choices=("warn", "fallback", "exit"),
                    help="what a low float-reference agreement does (exit code 3 for exit)")
     p.add_argument("--http", metavar="HOST:PORT", help="serve the web view (a bare port means 127.0.0.1)")
-    p.add_argument("--http-credentials", metavar="FILE", help="file holding the web view password/token")
+    p.add_argument("--http-credentials", metavar="FILE", type=arguments.input_file,
+                   help="file holding the web view password/token")
     p.add_argument("--http-insecure", action="store_true", default=None,
                    help="allow a non-loopback --http without credentials")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="edgedet", description="Live SSD detection on a Coral Edge TPU or the CPU.")
+    parser = arguments.Parser(prog="edgedet", description="Live SSD detection on a Coral Edge TPU or the CPU.")
     sub = parser.add_subparsers(dest="command")
     _add_run_arguments(sub.add_parser("run", help="run live detection (the default command)"))
     sub.add_parser("devices", help="list Edge TPUs and TFLite runtimes")
@@ -123,12 +126,19 @@ def _sinks(app_cfg, stats, stop):
     return result
 
 
-def _web_view(http_cfg, feed, stats):
-    """The started WebView for http.listen, or None when it is off."""
+def _web_view_address(http_cfg):
+    """(host, port, secret or None) of http.listen, read before anything starts; None when it is off."""
     if not http_cfg.listen:
         return None
     host, port = webview.parse_listen(http_cfg.listen)
     secret = webview.read_credentials(http_cfg.credentials_file) if http_cfg.credentials_file else None
+    webview.check_exposure(host, port, secret, http_cfg.insecure)
+    return host, port, secret
+
+
+def _web_view(address, http_cfg, feed, stats):
+    """The started WebView at `address` (from _web_view_address)."""
+    host, port, secret = address
     view = webview.WebView(host, port, feed.get_jpeg, stats.snapshot, stats.last_frame_time,
                            credentials=secret, insecure=http_cfg.insecure)
     return view.start()
@@ -159,6 +169,7 @@ def run(args):
     redact_logging()
     if app_cfg.max_frames < 0:
         raise UserError("--max-frames must be >= 0 (0 = run forever), got {}".format(app_cfg.max_frames))
+    address = _web_view_address(cfg.http)
     # Sources first: a camera that is not there is the cheaper mistake to report.
     sources = open_sources(app_cfg)
     live = workers.LiveModel(app_cfg, overrides)
@@ -185,7 +196,7 @@ def run(args):
         if guard.exit_requested:
             pipeline.join()
             return service.EXIT_REFERENCE_MISMATCH
-    view = _web_view(cfg.http, feed, stats) if feed is not None else None
+    view = _web_view(address, cfg.http, feed, stats) if feed is not None else None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: pipeline.stop())
     notifier.ready("started: model {} | {} | {} source(s)".format(stats.model, stats.runtime, len(sources)))

@@ -164,7 +164,7 @@ def test_existing_label_map_gives_the_names(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    (None, "cannot read pipeline.config"),
+    (None, "argument PIPELINE.config: "),
     ("model { ssd { num_classes: 3 \n image_resizer {{ }", ":2:17"),
     ("model {\n  faster_rcnn { num_classes: 3 }\n}", ":2:3: model.faster_rcnn is not an SSD model"),
     ("model { ssd { num_classes: 3 feature_extractor { type: 'ssd_resnet50_v1_fpn_keras' } } }",
