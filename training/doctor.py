@@ -194,8 +194,8 @@ def add_arguments(parser):
     parser.add_argument("--json", metavar="OUT", type=arguments.output_file,
                         help="also write {\"findings\": [...], ...} to OUT")
     parser.add_argument("--float-range", metavar="LO,HI", type=_float_range_text,
-                        help="input range the float model expects, e.g. -1,1 (default: model.json, "
-                             "else estimated)")
+                        help="input range the float model expects, e.g. --float-range=-1,1 (default: "
+                             "model.json, else estimated)")
     parser.add_argument("--max-images", type=arguments.integer(1, 10 ** 6), default=16,
                         help="use at most this many images")
 
