@@ -6,8 +6,8 @@ CASES.json is a list of {"id", "program" ("edgedet" | "edgedet-train"), "argv", 
 case runs through `app.errors.run_cli` with its own stdout/stderr, in its own working folder
 `cwd`, with the root logger reset, so a case sees what a fresh process would. An exception that
 escapes run_cli is written to the case's stderr as the traceback a real process would print,
-with exit code 1. RESULTS.json maps each id to {"code", "stderr", "left_behind"}: the paths
-under `cwd` that the case created (a failed case must leave none).
+with exit code 1. RESULTS.json maps each id to {"code", "stderr", "left_behind", "seconds"};
+left_behind lists the paths under `cwd` that the case created (a failed case must leave none).
 """
 
 import contextlib
@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,7 @@ def _tree(folder):
 def run_case(case):
     """{"code", "stderr", "left_behind"} of one case."""
     from app.errors import run_cli
-    before = _tree(case["cwd"])
+    start, before = time.time(), _tree(case["cwd"])
     os.chdir(case["cwd"])
     logging.getLogger().handlers[:] = []
     err = io.StringIO()
@@ -52,7 +53,8 @@ def run_case(case):
             traceback.print_exc()
             code = 1
     os.chdir(ROOT)
-    return {"code": code, "stderr": err.getvalue(), "left_behind": sorted(_tree(case["cwd"]) - before)}
+    return {"code": code, "stderr": err.getvalue(), "left_behind": sorted(_tree(case["cwd"]) - before),
+            "seconds": time.time() - start}
 
 
 def main(cases_path, results_path):

@@ -38,6 +38,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -319,8 +320,11 @@ def sweep(tmp_path_factory):
     inputs = {k: _snapshot(str(root / k)) for k in ("synth", "run", "empty_dir", "weird")}
     done = {}
     for name, cases in by_command.items():
+        start = time.time()
         results = _run_driver(root, name, cases)
         done[name] = [(case, results[case["id"]]) for case in cases]
+        print("{}: {} cases in {:.1f} s, of which running them {:.1f} s".format(
+            name, len(cases), time.time() - start, sum(r["seconds"] for r in results.values())))
     assert {k: _snapshot(str(root / k)) for k in inputs} == inputs, "a case changed the shared inputs"
     yield done
     for folder in (bad["unreadable-dir"],) + tuple(_read_only_folders(root)):
