@@ -23,8 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from app.errors import UserError
-from app.textfile import read_text
 from app.redact import redact, redact_value
+from app.textfile import read_text
 
 log = logging.getLogger(__name__)
 

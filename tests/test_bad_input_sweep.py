@@ -154,7 +154,8 @@ def _world(root):
     write_synthetic_set(w["synth"], 2, 4, 64, 80, seed=1, workers=1)
     w["images"] = os.path.join(w["synth"], "eval")
     w["config"] = _write(root / "config.yaml", "data: {{train: {0}/train.tfrecord, eval: {0}/eval.tfrecord, "
-                         "label_map: {0}/label_map.pbtxt}}\neval: {{max_images: 2}}\ntrain: {{warmup_steps: 0}}\n".format(w["synth"]))
+                         "label_map: {0}/label_map.pbtxt}}\neval: {{max_images: 2}}\n"
+                         "train: {{warmup_steps: 0}}\n".format(w["synth"]))
     w["labels"] = _write(root / "labels.txt", "circle\nsquare\ntriangle\n")
     w["credentials"] = _write(root / "token", "correct horse battery\n")
     os.chmod(w["credentials"], 0o600)
@@ -351,7 +352,7 @@ def _check_bad(command, case, result):
     assert result["left_behind"] == []
 
 
-def _check_same_as_baseline(command, case, result, baseline):
+def _check_same_as_baseline(command, result, baseline):
     assert "Traceback" not in result["stderr"]
     assert result["code"] == baseline[1]["code"]
     if command.expect[0] != 0:
@@ -365,7 +366,7 @@ def test_sweep(sweep):
     dropped = _drop_dac() is not None
     for command in COMMANDS:
         results = sweep[command.name]
-        base_case, base = results[0]
+        base = results[0][1]
         code, fragment = command.expect
         if base["code"] != code or (fragment and fragment not in base["stderr"]) or "Traceback" in base["stderr"]:
             failures.append("{} baseline: exit {}, {}".format(command.name, base["code"], base["stderr"][-1500:]))
@@ -376,7 +377,7 @@ def test_sweep(sweep):
             count += 1
             try:
                 if case.get("case") == "weird-name":
-                    _check_same_as_baseline(command, case, result, results[0])
+                    _check_same_as_baseline(command, result, results[0])
                 else:
                     _check_bad(command, case, result)
             except AssertionError:
