@@ -11,12 +11,11 @@ Exit codes: 0 stopped (SIGTERM/SIGINT, q, end of files, --max-frames); 2 bad inp
 4 an invoke hung and the interpreter could not be rebuilt.
 """
 
-import argparse
 import logging
 import signal
 import sys
 
-from app import config, devices, runtime
+from app import arguments, config, devices, runtime
 from app.errors import run_cli
 from app.live_app import LiveApp
 from app.redact import redact_logging
@@ -26,24 +25,27 @@ THRESHOLD_KEYS = ("score_threshold", "iou_threshold", "max_detections", "max_det
 
 
 def _add_run_arguments(p):
-    p.add_argument("--config", help="config.yaml with app: and postprocess: sections")
-    p.add_argument("--model", help="bundle directory (models/demo) or a foreign .tflite file")
+    p.add_argument("--config", type=arguments.input_file, help="config.yaml with app: and postprocess: sections")
+    p.add_argument("--model", type=arguments.input_path,
+                   help="bundle directory (models/demo) or a foreign .tflite file")
     p.add_argument("--source", action="append", help="camera index, /dev/videoN, rtsp/http URL, video, "
                    "folder, glob or synthetic[:WxH[@FPS]]; repeat for several")
-    p.add_argument("--labels", help="label file (Coral 'id name' or one name per line)")
+    p.add_argument("--labels", type=arguments.input_file, help="label file (Coral 'id name' or one name per line)")
     p.add_argument("--runtime", choices=("auto", "edgetpu", "cpu"))
     p.add_argument("--precision", choices=("auto", "int8", "float"))
     p.add_argument("--device", action="append", help="Edge TPU: usb, usb:N, pci, pci:N or :N; repeatable")
-    p.add_argument("--threads", type=int, help="CPU interpreter threads (0 = auto: all cores but one)")
+    p.add_argument("--threads", type=arguments.integer(0, 1024),
+                   help="CPU interpreter threads (0 = auto: all cores but one)")
     p.add_argument("--loop", action="store_true", default=None, help="restart video files and folders")
     p.add_argument("--realtime", action="store_true", default=None, help="pace files like a live source")
-    p.add_argument("--max-frames", type=int, help="stop after N processed frames")
+    p.add_argument("--max-frames", type=arguments.integer(0, 10 ** 12),
+                   help="stop after N processed frames (0 = run forever)")
     p.add_argument("--headless", action="store_true", default=None, help="never open a preview window")
-    p.add_argument("--events", help="JSON-lines events to FILE, or - for stdout")
-    p.add_argument("--stats", help="stats JSON file, rewritten every second")
-    p.add_argument("--score-threshold", type=float)
-    p.add_argument("--iou-threshold", type=float)
-    p.add_argument("--max-detections", type=int)
+    p.add_argument("--events", type=arguments.output_file_or_stdout, help="JSON-lines events to FILE, or - for stdout")
+    p.add_argument("--stats", type=arguments.output_file, help="stats JSON file, rewritten every second")
+    p.add_argument("--score-threshold", type=arguments.number(0, 1))
+    p.add_argument("--iou-threshold", type=arguments.number(0, 1))
+    p.add_argument("--max-detections", type=arguments.integer(1, 10000))
     p.add_argument("--class-agnostic-nms", dest="class_agnostic_nms", action="store_true", default=None,
                    help="NMS across classes too: one label per object")
     p.add_argument("--per-class-nms", dest="class_agnostic_nms", action="store_false",
@@ -55,13 +57,14 @@ def _add_run_arguments(p):
     p.add_argument("--on-mismatch", choices=("warn", "fallback", "exit"),
                    help="what a low float-reference agreement does (exit code 3 for exit)")
     p.add_argument("--http", metavar="HOST:PORT", help="serve the web view (a bare port means 127.0.0.1)")
-    p.add_argument("--http-credentials", metavar="FILE", help="file holding the web view password/token")
+    p.add_argument("--http-credentials", metavar="FILE", type=arguments.input_file,
+                   help="file holding the web view password/token")
     p.add_argument("--http-insecure", action="store_true", default=None,
                    help="allow a non-loopback --http without credentials")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="edgedet", description="Live SSD detection on a Coral Edge TPU or the CPU.")
+    parser = arguments.Parser(prog="edgedet", description="Live SSD detection on a Coral Edge TPU or the CPU.")
     sub = parser.add_subparsers(dest="command")
     _add_run_arguments(sub.add_parser("run", help="run live detection (the default command)"))
     sub.add_parser("devices", help="list Edge TPUs and TFLite runtimes")

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 
 from app.errors import UserError
+from app.textfile import read_text
 
 
 def opt(default, help, factory=None):
@@ -179,14 +180,14 @@ def build(cls, mapping, where):
 
 
 def read_yaml(path):
-    """Reads a YAML mapping; a missing or malformed file is a `UserError`."""
+    """Reads a YAML mapping; a missing, empty or malformed file is a `UserError` (comments only = defaults)."""
     import yaml
+    text = read_text(path, "config", "Pass --config with an existing config.yaml.")
+    if not text.strip():
+        raise UserError("{}: the config file is empty; pass a config.yaml with at least one section, or no "
+                        "--config for the built-in defaults".format(path))
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except (IOError, OSError) as e:
-        raise UserError("{}: cannot read config ({}). Pass --config with an existing file."
-                        .format(path, e.strerror or e))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise UserError("{}: not valid YAML: {}".format(path, str(e).replace("\n", " ")))
     if data is None:

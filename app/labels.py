@@ -8,24 +8,16 @@ to start with a digit is not misread:
 Class ids are 0-based, as everywhere inside edgedet.
 """
 
-import io
 import re
 
 from app.errors import UserError
+from app.textfile import read_text
 
 _ID_LINE = re.compile(r"^\s*(\d+)\s*(?::\s*|\s+)(\S.*?)\s*$")
 
 
 def _read_lines(path):
-    try:
-        with io.open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (IOError, OSError) as e:
-        raise UserError("{}: cannot read label file ({}). Pass --labels with an existing file."
-                        .format(path, e.strerror or e))
-    except UnicodeDecodeError:
-        raise UserError("{}: label file is not UTF-8 text. Save it as UTF-8, one label per line."
-                        .format(path))
+    lines = read_text(path, "label file", "Pass --labels with a UTF-8 file, one label per line.").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:

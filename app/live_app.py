@@ -42,12 +42,19 @@ def _sinks(app_cfg, stats, stop):
     return result
 
 
-def _web_view(http_cfg, feed, stats):
-    """The started WebView for http.listen, or None when it is off."""
+def _web_view_address(http_cfg):
+    """(host, port, secret or None) of http.listen, read before anything starts; None when it is off."""
     if not http_cfg.listen:
         return None
     host, port = webview.parse_listen(http_cfg.listen)
     secret = webview.read_credentials(http_cfg.credentials_file) if http_cfg.credentials_file else None
+    webview.check_exposure(host, port, secret, http_cfg.insecure)
+    return host, port, secret
+
+
+def _web_view(address, http_cfg, feed, stats):
+    """The started WebView at `address` (from _web_view_address)."""
+    host, port, secret = address
     view = webview.WebView(host, port, feed.get_jpeg, stats.snapshot, stats.last_frame_time,
                            credentials=secret, insecure=http_cfg.insecure)
     return view.start()
@@ -87,6 +94,7 @@ class LiveApp(object):
         app_cfg = cfg.app
         if app_cfg.max_frames < 0:
             raise UserError("--max-frames must be >= 0 (0 = run forever), got {}".format(app_cfg.max_frames))
+        self._address = _web_view_address(cfg.http)  # credentials and exposure before any output
         # Sources first: a camera that is not there is the cheaper mistake to report.
         self.sources = open_sources(app_cfg)
         self._cfg, self._config_path, self._stages = cfg, config_path, None
@@ -130,7 +138,8 @@ class LiveApp(object):
             self.guard.run_startup(self.live.pairs[0][1])
             if self.guard.exit_requested:
                 return False
-        self._view = _web_view(self._cfg.http, self._feed, self.stats) if self._feed is not None else None
+        self._view = _web_view(self._address, self._cfg.http, self._feed, self.stats) \
+            if self._feed is not None else None
         self.notifier.ready("started: model {} | {} | {} source(s)".format(self.stats.model, self.stats.runtime,
                                                                           len(self.sources)))
         self._started = True

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from app.errors import UserError
 from app.redact import redact, redact_value
+from app.textfile import read_text
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +119,22 @@ def read_credentials(path):
     Raises:
       UserError: the file is missing, unreadable or empty.
     """
-    try:
-        with open(path) as f:
-            secret = f.read().strip()
-    except (IOError, OSError) as e:
-        raise UserError("http.credentials_file: cannot read {} ({}). Create it with one line "
-                        "holding the password/token, readable by the edgedet user only."
-                        .format(path, e.strerror or e))
+    secret = read_text(path, "http.credentials_file", "Create it with one line holding the password/token, "
+                       "readable by the edgedet user only.").strip()
     if not secret:
         raise UserError("http.credentials_file: {} is empty. Put the password/token on its "
                         "first line.".format(path))
     if os.stat(path).st_mode & 0o077:
         log.warning("%s is readable by other users; chmod 600 (or 640 root:edgedet) it", path)
     return secret
+
+
+def check_exposure(host, port, credentials, insecure):
+    """UserError for a non-loopback bind without credentials, unless `insecure`."""
+    if credentials is None and not is_loopback(host) and not insecure:
+        raise UserError("http.listen {}:{} is not loopback: set http.credentials_file to "
+                        "a file holding a password, bind 127.0.0.1, or pass "
+                        "--http-insecure to expose it without one".format(host, port))
 
 
 def _offered_secrets(headers, query):
@@ -308,11 +312,8 @@ class WebView(object):
         if max_fps <= 0 or max_streams < 1:
             raise ValueError("max_fps must be > 0 and max_streams >= 1, received {} and {}"
                              .format(max_fps, max_streams))
+        check_exposure(host, port, credentials, insecure)
         if credentials is None and not is_loopback(host):
-            if not insecure:
-                raise UserError("http.listen {}:{} is not loopback: set http.credentials_file to "
-                                "a file holding a password, bind 127.0.0.1, or pass "
-                                "--http-insecure to expose it without one".format(host, port))
             log.warning("web view on %s:%d WITHOUT credentials (--http-insecure)", host, port)
         self.host, self._requested_port = host, port
         self.get_jpeg, self.get_stats, self.last_frame_time = get_jpeg, get_stats, last_frame_time

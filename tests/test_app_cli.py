@@ -35,7 +35,8 @@ def _assert_user_error(args, *fragments):
 
 
 def test_missing_model():
-    _assert_user_error(["--model", "/no/such/bundle", "--headless"], "/no/such/bundle", "no such bundle directory")
+    _assert_user_error(["--model", "/no/such/bundle", "--headless"],
+                       "--model", "/no/such/bundle", "no such file or folder")
 
 
 def test_corrupt_model_in_a_bundle(tiny_bundle, tmp_path):  # noqa: F811

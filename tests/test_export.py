@@ -195,4 +195,4 @@ def test_cli_existing_bundle_or_unwritable_out_exits_2(tmp_path, tiny_workdir, c
     (tmp_path / "afile").write_text("")
     code, err = _export_cli(capsys, "--config", tiny_workdir["config"], "--workdir", tiny_workdir["workdir"],
                             "--out", tmp_path / "afile" / "x")
-    assert code == 2 and "choose a writable --out" in err
+    assert code == 2 and "argument --out" in err and "afile is a file, not a folder" in err

@@ -164,7 +164,7 @@ def test_existing_label_map_gives_the_names(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    (None, "cannot read pipeline.config"),
+    (None, "argument PIPELINE.config: "),
     ("model { ssd { num_classes: 3 \n image_resizer {{ }", ":2:17"),
     ("model {\n  faster_rcnn { num_classes: 3 }\n}", "model.faster_rcnn is a Faster R-CNN"),
     ("model { center_net { num_classes: 3 } }", "model.center_net is a CenterNet"),

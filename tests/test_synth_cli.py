@@ -91,8 +91,8 @@ def test_a_failure_leaves_no_half_written_set(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--train", "0"], "edgedet-train: error: --train must be >= 1, got 0"),
-    (["--height", "8"], "edgedet-train: error: --height must be >= 32, got 8"),
+    (["--train", "0"], "edgedet-train: error: argument --train: expected a whole number in 1..1000000, got '0'"),
+    (["--height", "8"], "edgedet-train: error: argument --height: expected a whole number in 32..4096, got '8'"),
 ])
 def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, args, message):
     result = _cli("--out", str(tmp_path / "x"), *args)

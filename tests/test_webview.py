@@ -255,7 +255,7 @@ def test_read_credentials(tmp_path):
     path.write_text("\n\n")
     with pytest.raises(UserError, match="is empty"):
         read_credentials(str(path))
-    with pytest.raises(UserError, match="http.credentials_file: cannot read .*missing"):
+    with pytest.raises(UserError, match="missing: cannot read http.credentials_file"):
         read_credentials(str(tmp_path / "missing"))
 
 

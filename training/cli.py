@@ -5,10 +5,10 @@ Each subcommand lives in its own module with two functions, `add_arguments(parse
 `edgedet-train --help` does not load TensorFlow.
 """
 
-import argparse
 import importlib
 import sys
 
+from app.arguments import Parser
 from app.errors import run_cli
 
 # (command, module, one-line help), in workflow order.
@@ -29,7 +29,7 @@ COMMANDS = [
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="edgedet-train", description=__doc__.splitlines()[0])
+    parser = Parser(prog="edgedet-train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = argv[0] if argv and not argv[0].startswith("-") else None
     for name, module, help_text in COMMANDS:

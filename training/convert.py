@@ -27,7 +27,7 @@ import shutil
 
 import numpy as np
 
-from app import preprocess
+from app import arguments, preprocess
 from app.config import ReferenceConfig
 from app.errors import UserError
 from app.workers import FOREIGN_DEFAULTS  # the app's thresholds for models ending in post-processing
@@ -45,12 +45,15 @@ PseudoTruth = collections.namedtuple("PseudoTruth", "height width boxes classes"
 
 
 def add_arguments(parser):
-    parser.add_argument("--saved-model", required=True,
+    parser.add_argument("--saved-model", required=True, type=arguments.input_dir,
                         help="SavedModel from OD API export_tflite_graph_tf2.py (input 'input', [-1, 1])")
-    parser.add_argument("--images", required=True, help="folder of images like the deployment (>= 100 best)")
-    parser.add_argument("--out", required=True, help="bundle directory to write, e.g. models/mine")
-    parser.add_argument("--labels", help="label file (Coral 'id name', 'id: name' or one name per line)")
-    parser.add_argument("--max-drop", type=float, default=0.02,
+    parser.add_argument("--images", required=True, type=arguments.input_dir,
+                        help="folder of images like the deployment (>= 100 best)")
+    parser.add_argument("--out", required=True, type=arguments.output_dir,
+                        help="bundle directory to write, e.g. models/mine")
+    parser.add_argument("--labels", type=arguments.input_file,
+                        help="label file (Coral 'id name', 'id: name' or one name per line)")
+    parser.add_argument("--max-drop", type=arguments.number(0, 1, high_open=True), default=0.02,
                         help="largest allowed relative int8 mAP drop against the float model (default 0.02)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle (atomically)")
 
@@ -102,12 +105,15 @@ def read_images(folder):
     return images
 
 
-def _labels(path, float_dets):
-    """Label names: from --labels, else class_<id> for every class the float model reported."""
-    if path:
-        from app.labels import read_labels
-        labels = read_labels(path)
-        return [labels[i] for i in sorted(labels)]
+def _label_names(path):
+    """Label names from --labels, in class id order."""
+    from app.labels import read_labels
+    labels = read_labels(path)
+    return [labels[i] for i in sorted(labels)]
+
+
+def _labels_seen(float_dets):
+    """class_<id> for every class the float model reported (no --labels given)."""
     top = max([int(d.class_ids.max()) for d in float_dets if len(d.class_ids)] + [0])
     return ["class_{}".format(i) for i in range(top + 1)]
 
@@ -193,9 +199,11 @@ def convert_savedmodel(saved_model, images_dir, out, labels_path=None, max_drop=
     from training import convert_tflite, postprocess_model
     if not 0.0 <= max_drop < 1.0:
         raise UserError("--max-drop must be in [0, 1), got {}".format(max_drop))
-    height, width = input_size(saved_model)
-    images = read_images(images_dir)
+    # The cheap checks first: a bad --out, label file or image folder is said before minutes of conversion.
     bundle_writer.check_destination(out, force)
+    labels = _label_names(labels_path) if labels_path else None
+    images = read_images(images_dir)
+    height, width = input_size(saved_model)
     staged = bundle_writer.staging_dir(out)
     try:
         try:
@@ -209,7 +217,7 @@ def convert_savedmodel(saved_model, images_dir, out, labels_path=None, max_drop=
             return EXIT_REJECTED, where
         float_dets = postprocess_model.run_model(paths["float"], images)
         int8_dets = postprocess_model.run_model(paths["int8"], images)
-        labels = _labels(labels_path, float_dets)
+        labels = labels or _labels_seen(float_dets)
         fid = compare(float_dets, int8_dets, images, len(labels), max_drop, FOREIGN_DEFAULTS["score_threshold"])
         with open(os.path.join(staged, "labels.txt"), "w") as f:
             f.write("".join("{}  {}\n".format(i, name) for i, name in enumerate(labels)))

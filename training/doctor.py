@@ -15,11 +15,11 @@ import os
 
 import numpy as np
 
-from app import preprocess
+from app import arguments, preprocess
 from app.errors import UserError
 from training.diagnose import detections, edgetpu, findings, inputs, layers, outputs
 from training.diagnose import float_range as range_estimation
-from training.diagnose.pair import is_float_model, load_pair, raw_output_names
+from training.diagnose.pair import is_float_model, load_pair, parse_float_range, raw_output_names
 from training.diagnose.runner import dequantized
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -178,23 +178,29 @@ def write_for_bundle(bundle_dir, images_rgb):
     return {"headline": line, "json": DOCTOR_JSON, "text": DOCTOR_TEXT, "has_error": findings.has_error(ranked)}
 
 
+def _float_range_text(text):
+    """argparse type: --float-range checked while parsing, kept as text for load_pair."""
+    parse_float_range(text)
+    return text
+
+
 def add_arguments(parser):
-    parser.add_argument("--float", dest="float_model", required=True, metavar="F",
+    parser.add_argument("--float", dest="float_model", required=True, metavar="F", type=arguments.input_path,
                         help="float .tflite, SavedModel folder, or bundle folder (model.json)")
-    parser.add_argument("--quant", metavar="Q", help="quantized .tflite (default: the bundle's int8 model)")
-    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images to run both on")
-    parser.add_argument("--json", metavar="OUT", help="also write {\"findings\": [...], ...} to OUT")
-    parser.add_argument("--float-range", metavar="LO,HI",
-                        help="input range the float model expects, e.g. -1,1 (default: model.json, "
-                             "else estimated)")
-    parser.add_argument("--max-images", type=int, default=16, help="use at most this many images")
+    parser.add_argument("--quant", metavar="Q", type=arguments.input_file,
+                        help="quantized .tflite (default: the bundle's int8 model)")
+    parser.add_argument("--images", required=True, metavar="DIR", type=arguments.input_dir,
+                        help="folder of images to run both on")
+    parser.add_argument("--json", metavar="OUT", type=arguments.output_file,
+                        help="also write {\"findings\": [...], ...} to OUT")
+    parser.add_argument("--float-range", metavar="LO,HI", type=_float_range_text,
+                        help="input range the float model expects, e.g. --float-range=-1,1 (default: "
+                             "model.json, else estimated)")
+    parser.add_argument("--max-images", type=arguments.integer(1, 10 ** 6), default=16,
+                        help="use at most this many images")
 
 
 def run(args):
-    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-        raise UserError("--json {}: its folder does not exist".format(args.json))
-    if args.max_images < 1:
-        raise UserError("--max-images must be >= 1, got {}".format(args.max_images))
     images = load_images(args.images, args.max_images)
     pair = load_pair(args.float_model, args.quant, args.float_range)
     ranked, report = diagnose(pair, images)

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from app import preprocess
+from app import arguments, preprocess
 from app.errors import UserError
 
 # What decoding needs besides the outputs; a loaded app.bundle.Bundle has the same attributes.
@@ -200,10 +200,10 @@ def load_eval_examples(cfg, limit=None):
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", required=True, help="config.yaml")
-    parser.add_argument("--workdir", help="training workdir (evaluates its last checkpoint)")
-    parser.add_argument("--model", help="a .tflite with raw SSD outputs to evaluate instead")
-    parser.add_argument("--json", help="also write the metrics to this JSON file")
+    parser.add_argument("--config", required=True, type=arguments.input_file, help="config.yaml")
+    parser.add_argument("--workdir", type=arguments.input_dir, help="training workdir (evaluates its last checkpoint)")
+    parser.add_argument("--model", type=arguments.input_file, help="a .tflite with raw SSD outputs to evaluate instead")
+    parser.add_argument("--json", type=arguments.output_file, help="also write the metrics to this JSON file")
 
 
 def run(args):

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from app import preprocess
+from app import arguments, preprocess
 from app.errors import UserError
 from training import bundle_writer, convert_tflite, evaluate, fidelity, report
 
@@ -25,10 +25,13 @@ EXIT_REJECTED = 1
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", required=True, help="config.yaml (data, eval and export sections)")
-    parser.add_argument("--workdir", required=True, help="training workdir with checkpoints/ and state.json")
-    parser.add_argument("--out", required=True, help="bundle directory to write, e.g. models/demo")
-    parser.add_argument("--max-drop", type=float, default=None,
+    parser.add_argument("--config", required=True, type=arguments.input_file,
+                        help="config.yaml (data, eval and export sections)")
+    parser.add_argument("--workdir", required=True, type=arguments.input_dir,
+                        help="training workdir with checkpoints/ and state.json")
+    parser.add_argument("--out", required=True, type=arguments.output_dir,
+                        help="bundle directory to write, e.g. models/demo")
+    parser.add_argument("--max-drop", type=arguments.number(0, 1, high_open=True), default=None,
                         help="largest relative int8 mAP drop vs float (default export.max_drop)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle (atomically)")
     parser.add_argument("--with-postprocess", action="store_true",

@@ -14,7 +14,10 @@ import os
 import struct
 import sys
 
+from app import arguments
 from app.errors import UserError
+from app.textfile import read_text
+from training.bundle_writer import write_text_atomic
 from training.odapi_proto import default_leaves, parse_pipeline, set_leaves
 from training.odapi_proto.architecture import unsupported_reason
 from training.odapi_proto.rules import AUGMENTATION_KEYS, Key, NotSupported, Same, lookup
@@ -43,8 +46,10 @@ class Report(object):
 
 
 def add_arguments(parser):
-    parser.add_argument("pipeline", help="OD API pipeline.config (protobuf text format)")
-    parser.add_argument("-o", "--output", help="config.yaml to write (atomically); default: stdout")
+    parser.add_argument("pipeline", metavar="PIPELINE.config", type=arguments.input_file,
+                        help="OD API pipeline.config (protobuf text format)")
+    parser.add_argument("-o", "--output", type=arguments.output_file,
+                        help="config.yaml to write (atomically); default: stdout")
 
 
 def run(args):
@@ -53,7 +58,7 @@ def run(args):
     for line in problem_lines(report):
         print("import-config: " + line, file=sys.stderr)
     if args.output:
-        _write_atomic(args.output, text)
+        write_text_atomic(args.output, text)
         print("import-config: wrote {}".format(args.output), file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -67,12 +72,7 @@ def import_pipeline(path):
       UserError: missing file, syntax error (path:line:col), a field the OD API does not
         define, or a model edgedet does not build (training/odapi_proto/architecture.py).
     """
-    try:
-        with open(path) as f:
-            text = f.read()
-    except (IOError, OSError) as e:
-        raise UserError("{}: cannot read pipeline.config ({}). Pass an existing file."
-                        .format(path, e.strerror or e))
+    text = read_text(path, "pipeline.config", "Pass the OD API pipeline.config (protobuf text format).")
     msg = parse_pipeline(text, path)
     _check_model(msg, path)
     report = Report()
@@ -340,17 +340,3 @@ def _show(value):
     if isinstance(value, str):
         return '"{}"'.format(value)
     return str(value)
-
-
-def _write_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UserError("-o {}: folder {} does not exist; create it first.".format(path, directory))
-    tmp = "{}.tmp{}".format(path, os.getpid())
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

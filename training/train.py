@@ -20,6 +20,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from app import anchors as app_anchors
+from app import arguments
 from app.errors import UserError
 from training import config as training_config
 from training import losses, model as ssd_model, schedule, workdir as run_dir
@@ -34,10 +35,10 @@ class TrainingDiverged(Exception):
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", default="config.yaml", help="config.yaml to train with")
-    parser.add_argument("--workdir", help="run folder (default runs/<config name>)")
-    parser.add_argument("--steps", type=int, help="override train.steps")
-    parser.add_argument("--data", help="folder laid out as `edgedet-train synth` writes it; "
+    parser.add_argument("--config", default="config.yaml", type=arguments.input_file, help="config.yaml to train with")
+    parser.add_argument("--workdir", type=arguments.output_dir, help="run folder (default runs/<config name>)")
+    parser.add_argument("--steps", type=arguments.integer(1, 10 ** 9), help="override train.steps")
+    parser.add_argument("--data", type=arguments.input_dir, help="folder laid out as `edgedet-train synth` writes it; "
                         "overrides the data paths of the config")
     parser.add_argument("--resume", action="store_true", help="continue the run in --workdir")
     parser.add_argument("--skip-bad", action="store_true", help="skip corrupt records (counted)")

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from app.errors import UserError
+from app.textfile import read_text
 from training.data.records import Example, Examples
 
 _FIX = "fix the annotations or pass --skip-bad"
@@ -60,9 +61,9 @@ def _read_json(path):
     if not os.path.isfile(path):
         raise UserError("COCO annotations {} do not exist; check data.train / data.eval in the config "
                         "or the --data folder".format(path))
+    text = read_text(path, "COCO annotations", "Pass the annotations JSON of the data (data.train / data.eval).")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError("{}:{}:{}: not valid JSON ({}); fix or re-export the file".format(
             path, e.lineno, e.colno, e.msg)) from None

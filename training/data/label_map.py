@@ -11,6 +11,7 @@ import os
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 from app.errors import UserError
+from app.textfile import read_text
 
 _EXAMPLE = "item { id: 1 name: 'circle' }"
 
@@ -67,8 +68,7 @@ def read_label_map(path):
     if not os.path.isfile(path):
         raise UserError("label map {} does not exist; pass the label_map.pbtxt that belongs to the "
                         "data (config data.label_map), e.g. as written by `edgedet-train synth`".format(path))
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = read_text(path, "label map", "Pass the label_map.pbtxt of the data (config data.label_map).")
     message = _LabelMap()
     try:
         text_format.Parse(text, message)

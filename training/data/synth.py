@@ -18,7 +18,7 @@ import time
 import cv2
 import numpy as np
 
-from app import synthetic
+from app import arguments, synthetic
 from app.errors import UserError
 
 _SPLIT_IDS = {"train": 1, "eval": 2}
@@ -26,15 +26,27 @@ _JPEG_QUALITY = 95
 _MARKERS = ("label_map.pbtxt", "train.tfrecord", "eval.tfrecord")
 
 
+# Allowed values of each number, from the command line or data.synth: (low, high).
+LIMITS = {"train": (1, 10 ** 6), "eval": (1, 10 ** 6), "height": (32, 4096), "width": (32, 4096),
+          "seed": (0, 2 ** 32 - 1), "workers": (1, 256)}
+
+
+def _number(key):
+    return arguments.integer(*LIMITS[key])
+
+
 def add_arguments(parser):
-    parser.add_argument("--out", required=True, help="output folder (replaced if it holds a synth set)")
-    parser.add_argument("--train", type=int, help="training images (default: config data.synth.train)")
-    parser.add_argument("--eval", type=int, help="eval images (default: config data.synth.eval)")
-    parser.add_argument("--height", type=int, help="image height (default: config data.synth.height)")
-    parser.add_argument("--width", type=int, help="image width (default: config data.synth.width)")
-    parser.add_argument("--seed", type=int, help="random seed (default: config data.synth.seed)")
-    parser.add_argument("--config", help="config.yaml for the defaults (default: built-in defaults)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--out", required=True, type=arguments.output_dir,
+                        help="output folder (replaced if it holds a synth set)")
+    parser.add_argument("--train", type=_number("train"), help="training images (default: config data.synth.train)")
+    parser.add_argument("--eval", type=_number("eval"), help="eval images (default: config data.synth.eval)")
+    parser.add_argument("--height", type=_number("height"), help="image height (default: config data.synth.height)")
+    parser.add_argument("--width", type=_number("width"), help="image width (default: config data.synth.width)")
+    parser.add_argument("--seed", type=_number("seed"), help="random seed (default: config data.synth.seed)")
+    parser.add_argument("--config", type=arguments.input_file,
+                        help="config.yaml for the defaults (default: built-in defaults)")
+    parser.add_argument("--workers", type=_number("workers"),
+                        default=min(os.cpu_count() or 1, LIMITS["workers"][1]),
                         help="render processes (default: number of cores)")
 
 
@@ -45,7 +57,7 @@ def run(args):
     train, evaluate = _pick(args.train, settings.train), _pick(args.eval, settings.eval)
     height, width = _pick(args.height, settings.height), _pick(args.width, settings.width)
     seed = _pick(args.seed, settings.seed)
-    _check_arguments(train, evaluate, height, width, args.workers)
+    _check_settings(train=train, eval=evaluate, height=height, width=width, seed=seed)
     start = time.time()
     write_synthetic_set(args.out, train, evaluate, height, width, seed, args.workers)
     print("edgedet-train synth: wrote {} train + {} eval images ({}x{}) to {} in {:.1f} s".format(
@@ -57,11 +69,13 @@ def _pick(value, default):
     return default if value is None else value
 
 
-def _check_arguments(train, evaluate, height, width, workers):
-    for name, value, low in (("--train", train, 1), ("--eval", evaluate, 1), ("--height", height, 32),
-                             ("--width", width, 32), ("--workers", workers, 1)):
-        if value < low:
-            raise UserError("{} must be >= {}, got {}".format(name, low, value))
+def _check_settings(**values):
+    """The data.synth values the flags did not override are checked against LIMITS too."""
+    for key, value in values.items():
+        low, high = LIMITS[key]
+        if not low <= value <= high:
+            raise UserError("--{0} / data.synth.{0}: expected a whole number in {1}..{2}, got {3}"
+                            .format(key, low, high, value))
 
 
 def write_synthetic_set(out, train, evaluate, height, width, seed=0, workers=1):

@@ -9,6 +9,7 @@ on one interpreter) or a .tflite. The pair is one of three kinds:
 """
 
 import collections
+import math
 import os
 
 import numpy as np
@@ -33,10 +34,12 @@ EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"
 
 
 def parse_float_range(text):
-    """"LO,HI" -> (lo, hi) floats with lo < hi; UserError otherwise."""
+    """"LO,HI" -> (lo, hi) finite floats with lo < hi; UserError otherwise."""
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
+        low = high = float("nan")
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise UserError("--float-range {!r}: expected LO,HI such as -1,1 or 0,1 or 0,255".format(text))
     if not low < high:
         raise UserError("--float-range {!r}: LO must be below HI".format(text))

@@ -18,6 +18,7 @@ import os
 import pathlib
 import tempfile
 
+from app import arguments
 from app.errors import UserError
 from training.edgetpu import op_rules
 from training.edgetpu import tflite_schema
@@ -231,8 +232,8 @@ def write_json(report, path):
 
 
 def add_arguments(parser):
-    parser.add_argument("model", metavar="FILE.tflite", help="the .tflite to check")
-    parser.add_argument("--json", metavar="OUT", default=None,
+    parser.add_argument("model", metavar="FILE.tflite", type=arguments.input_file, help="the .tflite to check")
+    parser.add_argument("--json", metavar="OUT", default=None, type=arguments.output_file,
                         help="also write the report as JSON to OUT")
 
 
