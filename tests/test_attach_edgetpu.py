@@ -131,9 +131,9 @@ def _bad_inputs(bundle, coral_dir, tmp_path):
     twin = str(coral_dir / TWIN)
     return [
         (["attach-edgetpu", str(float_only), twin], "no 'models.int8' entry"),
-        (["attach-edgetpu", str(tmp_path / "missing"), twin], "no such directory"),
+        (["attach-edgetpu", str(tmp_path / "missing"), twin], "no such folder"),
         (["attach-edgetpu", str(tmp_path), twin], "no model.json"),
-        (["attach-edgetpu", str(bundle), str(tmp_path / "missing.tflite")], "cannot read"),
+        (["attach-edgetpu", str(bundle), str(tmp_path / "missing.tflite")], "no such file"),
         (["attach-edgetpu", str(bundle), str(not_tflite)], "not a TFLite model"),
         (["attach-edgetpu", str(bundle), str(coral_dir / PLAIN)], "has no edgetpu-custom-op"),
         (["attach-edgetpu", str(bundle), twin, "--log", str(tmp_path / "none.txt")], "--log"),
@@ -143,7 +143,7 @@ def _bad_inputs(bundle, coral_dir, tmp_path):
           str(COMPILER_LOGS / "D_v16_failure_custom_op.txt")], "the compilation failed"),
         (["attach-edgetpu", str(bundle), twin, "--log",
           str(COMPILER_LOGS / "B_v16_efficientdet_stdout.txt")], "says ops_on_cpu = 3"),
-        (["compile", str(tmp_path / "missing")], "no such directory"),
+        (["compile", str(tmp_path / "missing")], "no such folder"),
         (["compile", str(bundle), "--log", str(tmp_path / "no_dir" / "c.txt")], "does not exist"),
     ]
 

@@ -66,6 +66,11 @@ COMMANDS = [
     Command("run", "edgedet", ["run"], fixed=["--headless", "--no-reference", "--http", "127.0.0.1:0",
                                              "--log-level", "error"]),
     Command("devices", "edgedet", ["devices"]),
+    # No edgetpu_compiler here: compile prints how to compile elsewhere and exits 1.
+    Command("compile", "edgedet-train", ["compile"], expect=(1, None)),
+    # The demo bundle must not change: the baseline attaches a compile of another model (refused).
+    Command("attach-edgetpu", "edgedet-train", ["attach-edgetpu"], expect=(2, "not compiled from")),
+    Command("import-checkpoint", "edgedet-train", ["import-checkpoint"], expect=(2, "already holds a training run")),
 ]
 
 ARGS = [
@@ -116,6 +121,14 @@ ARGS = [
     Arg("run", "--score-threshold", FLOAT, "0.4", zero_ok=True),
     Arg("run", "--iou-threshold", FLOAT, "0.6", zero_ok=True),
     Arg("run", "--max-detections", INT, "5"),
+    Arg("compile", "BUNDLE", DIR, "{bundle}", positional=True),
+    Arg("compile", "--log", OUT_FILE, "{out}/compile.log"),
+    Arg("attach-edgetpu", "BUNDLE", DIR, "{bundle}", positional=True),
+    Arg("attach-edgetpu", "FILE", FILE, "{coral_twin}", positional=True),
+    Arg("attach-edgetpu", "--log", FILE, "{compiler_log}"),
+    Arg("import-checkpoint", "--pipeline", FILE, "{pipeline}"),
+    Arg("import-checkpoint", "--checkpoint", PATH, "{odapi_checkpoint}"),
+    Arg("import-checkpoint", "--workdir", OUT_DIR, "{run}"),  # holds a run: refused before the import
 ]
 
 # The bad values each kind gets (every command also gets an unknown flag).
@@ -149,7 +162,10 @@ def _world(root):
     from training.data.synth import write_synthetic_set
     w = {"out": None, "bundle": str(ROOT / "models" / "demo"), "tflite": str(CORAL / "split_concat.tflite"),
          "pipeline": str(FIXTURES / "odapi" / "pipeline.config"),
-         "saved_model": str(FIXTURES / "odapi" / "saved_model")}
+         "saved_model": str(FIXTURES / "odapi" / "saved_model"),
+         "odapi_checkpoint": str(FIXTURES / "odapi" / "checkpoint"),
+         "coral_twin": str(CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"),
+         "compiler_log": str(FIXTURES / "edgetpu_compiler" / "B_v16_efficientdet_stdout.txt")}
     w["synth"] = str(root / "synth")
     write_synthetic_set(w["synth"], 2, 4, 64, 80, seed=1, workers=1)
     w["images"] = os.path.join(w["synth"], "eval")
@@ -358,7 +374,7 @@ def _check_bad(command, case, result):
 def _check_same_as_baseline(command, result, baseline):
     assert "Traceback" not in result["stderr"]
     assert result["code"] == baseline[1]["code"]
-    if command.expect[0] != 0:
+    if command.expect[1]:
         error = [line for line in _error_lines(result["stderr"]) if ": error: " in line]
         assert len(error) == 1 and command.expect[1] in error[0]
 

@@ -15,6 +15,7 @@ import collections
 import os
 import sys
 
+from app import arguments
 from app.errors import UserError
 
 IMPORT_REPORT = "odapi_import.json"
@@ -25,11 +26,24 @@ IMPORT_REPORT = "odapi_import.json"
 Imported = collections.namedtuple("Imported", "model cfg plan step prefix config_report")
 
 
+def checkpoint_argument(text):
+    """argparse type: a ckpt-N prefix whose .index exists, or a folder with a `checkpoint` state file."""
+    import argparse
+    if os.path.isfile(text + ".index"):
+        arguments.input_file(text + ".index")
+        return text
+    if os.path.isdir(text) and os.path.isfile(os.path.join(text, "checkpoint")):
+        return arguments.input_dir(text)
+    raise argparse.ArgumentTypeError("{}: not a checkpoint (no {}.index, and not a folder holding a "
+                                     "'checkpoint' file); pass the ckpt-N prefix or its folder".format(text, text))
+
+
 def add_arguments(parser):
-    parser.add_argument("--pipeline", required=True, help="the OD API pipeline.config it was trained with")
-    parser.add_argument("--checkpoint", required=True,
+    parser.add_argument("--pipeline", required=True, type=arguments.input_file,
+                        help="the OD API pipeline.config it was trained with")
+    parser.add_argument("--checkpoint", required=True, type=checkpoint_argument,
                         help="checkpoint prefix (.../ckpt-4) or the folder holding it (latest is used)")
-    parser.add_argument("--workdir", required=True, help="edgedet run folder to create")
+    parser.add_argument("--workdir", required=True, type=arguments.output_dir, help="edgedet run folder to create")
 
 
 def resolve_checkpoint(path):
@@ -57,12 +71,13 @@ def _with_data_paths(cfg, pipeline):
     return replace(cfg, data=data)
 
 
-def import_checkpoint(pipeline, checkpoint):
+def import_checkpoint(pipeline, checkpoint, imported=None):
     """Builds edgedet's model from a pipeline.config and loads an OD API checkpoint into it.
 
     Args:
       pipeline: path of the OD API pipeline.config.
       checkpoint: checkpoint prefix or folder.
+      imported: import_config.import_pipeline(pipeline) when the caller already has it.
 
     Returns:
       Imported.
@@ -75,7 +90,7 @@ def import_checkpoint(pipeline, checkpoint):
     from training import import_config, model as ssd_model, odapi_checkpoint
     prefix = resolve_checkpoint(checkpoint)
     entries = odapi_checkpoint.read_entries(prefix)
-    cfg, config_report = import_config.import_pipeline(pipeline)
+    cfg, config_report = imported or import_config.import_pipeline(pipeline)
     # The OD API trained these weights on its fixed_shape_resizer's TF1 resize.
     cfg = replace(_with_data_paths(cfg, pipeline), model=replace(cfg.model, resize="bilinear_tf1"))
     model = ssd_model.build_ssd(cfg.model)
@@ -121,8 +136,11 @@ def _summary_lines(plan):
 
 
 def run(args):
-    from training import import_config
-    result = import_checkpoint(args.pipeline, args.checkpoint)
+    from training import import_config, workdir as run_dir
+    imported = import_config.import_pipeline(args.pipeline)  # cheap checks in command-line order,
+    if run_dir.read_state(args.workdir) is not None:      # then the import, which takes seconds
+        raise UserError("--workdir {}: already holds a training run; choose a new folder".format(args.workdir))
+    result = import_checkpoint(args.pipeline, args.checkpoint, imported)
     report = import_report(result.plan, args.pipeline, result.prefix, result.step)
     write_workdir(args.workdir, result.model, result.cfg, result.step, report)
     for line in _summary_lines(result.plan):

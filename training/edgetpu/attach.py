@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 
+from app import arguments
 from app.errors import UserError
 from training import bundle_writer, report
 from training.edgetpu import compiler_log, op_rules, tflite_schema
@@ -229,10 +230,10 @@ def attach(bundle_dir, compiled_path, record):
 
 
 def add_arguments(parser):
-    parser.add_argument("bundle", metavar="BUNDLE", help="the bundle folder, e.g. models/mine")
-    parser.add_argument("file", metavar="FILE",
+    parser.add_argument("bundle", metavar="BUNDLE", type=arguments.input_dir, help="the bundle folder, e.g. models/mine")
+    parser.add_argument("file", metavar="FILE", type=arguments.input_file,
                         help="model_int8_edgetpu.tflite compiled from the bundle's model_int8.tflite")
-    parser.add_argument("--log", metavar="LOG", default=None,
+    parser.add_argument("--log", metavar="LOG", default=None, type=arguments.input_file,
                         help="the compiler's output saved to a file (stdout or its .log)")
 
 

@@ -12,6 +12,7 @@ a failed compilation.
 import os
 import tempfile
 
+from app import arguments
 from app.errors import UserError
 from training import bundle_writer
 from training.edgetpu import attach, compiler
@@ -48,24 +49,13 @@ def _compile_and_attach(bundle, int8_path, log_out):
 
 
 def add_arguments(parser):
-    parser.add_argument("bundle", metavar="BUNDLE", help="the bundle folder, e.g. models/mine")
-    parser.add_argument("--log", metavar="FILE", default=None,
+    parser.add_argument("bundle", metavar="BUNDLE", type=arguments.input_dir, help="the bundle folder, e.g. models/mine")
+    parser.add_argument("--log", metavar="FILE", default=None, type=arguments.output_file,
                         help="also save what edgetpu_compiler printed to FILE")
-
-
-def _check_log_destination(path):
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UserError("--log {}: is a folder; pass a file path".format(path))
-    if not os.path.isdir(folder):
-        raise UserError("--log {}: folder {} does not exist; pass a file path in an existing "
-                        "folder".format(path, folder))
 
 
 def run(args):
     _, int8_path = attach.read_bundle(args.bundle)
-    if args.log:
-        _check_log_destination(args.log)
     if compiler.find_compiler() is None:
         print(how_to_compile_elsewhere(args.bundle, int8_path))
         if args.log:
