@@ -49,7 +49,8 @@ def add_arguments(parser):
                         help="SavedModel from OD API export_tflite_graph_tf2.py (input 'input', [-1, 1])")
     parser.add_argument("--images", required=True, help="folder of images like the deployment (>= 100 best)")
     parser.add_argument("--out", required=True, help="bundle directory to write, e.g. models/mine")
-    parser.add_argument("--labels", help="label file (Coral 'id name', 'id: name' or one name per line)")
+    parser.add_argument("--labels", help="label file (OD API label_map.pbtxt, Coral 'id name', 'id: name' or "
+                                         "one name per line)")
     parser.add_argument("--max-drop", type=float, default=0.02,
                         help="largest allowed relative int8 mAP drop against the float model (default 0.02)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle (atomically)")
