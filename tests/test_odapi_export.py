@@ -94,7 +94,7 @@ def test_bundle_passes_the_gate_and_matches_the_odapi_float_reference(bundle):
     with open(os.path.join(bundle, "model.json")) as f:
         meta = json.load(f)
     fid = meta["fidelity"]
-    # Measured: int8 against float mAP 0.992, mAP@0.5 1.000, agreement 0.996 on the 60 eval images.
+    # Measured: int8 against float mAP 0.990, mAP@0.5 0.999, agreement 0.984 on the 60 eval images.
     assert fid["passed"] and fid["int8"]["map50"] >= 0.98 and fid["agreement"] >= 0.95
     assert meta["labels"] == ["circle", "square", "triangle"]
     scale, zero = meta["postprocess_model"]["input_quantization"]
@@ -105,7 +105,7 @@ def test_bundle_passes_the_gate_and_matches_the_odapi_float_reference(bundle):
     reference = reference_detections(LIVE_THRESHOLD)
     for name in (convert.FLOAT_FILE, convert.INT8_FILE):
         dets = above(postprocess_model.run_model(os.path.join(bundle, name), images), LIVE_THRESHOLD)
-        # Measured: float 0.984, int8 0.984 (with the export's own fast NMS: 0.921 and 0.918, as fast
+        # Measured: float 0.984, int8 0.981 (with the export's own fast NMS: 0.921 and 0.918, as fast
         # NMS drops 21 of 156 reference detections, a second class on the same object).
         assert pooled_agreement(reference, dets) >= 0.97, name
 
@@ -194,15 +194,21 @@ def test_the_apps_reference_check_falls_back_from_the_users_model(bundle, users_
     shutil.copytree(bundle, str(broken))
     shutil.copyfile(users_model, str(broken / convert.INT8_FILE))
     config = tmp_path / "app.yaml"
-    config.write_text("reference: {interval_s: 0.05, patience: 2, on_mismatch: fallback}\n")
-    events = run_app(broken, config, tmp_path / "events.jsonl", 180, "--loop")
+    # What the reference check measures, on every eval image at the app's threshold: measured 0.395
+    # pooled, and 41 of the 60 frames below min_agreement 0.6 (single frames range from 0 to 1).
+    images = convert.read_images(IMAGES)
+    float_dets = above(postprocess_model.run_model(os.path.join(bundle, convert.FLOAT_FILE), images), LIVE_THRESHOLD)
+    users_dets = above(postprocess_model.run_model(users_model, images), LIVE_THRESHOLD)
+    print("user's model against the float model, 60 images:", pooled_agreement(float_dets, users_dets))
+    assert pooled_agreement(float_dets, users_dets) < 0.5
+    # patience 1: the app falls back on the first low sampled frame (about 2 in 3 are low).
+    config.write_text("reference: {interval_s: 0.05, patience: 1, on_mismatch: fallback}\n")
+    events = run_app(broken, config, tmp_path / "events.jsonl", 300, "--loop")
     status = [e for e in events if e["type"] == "status"]
     checks = [e for e in status if e.get("event") == "reference_check" and e["agreement"] is not None]
     fallback = [e for e in status if e.get("event") == "fallback"]
     print("agreement of the user's model with the float model:", [round(c["agreement"], 3) for c in checks])
     assert len(fallback) == 1 and fallback[0]["to"] == "float", [e.get("event") for e in status]
-    # Single frames vary (measured 0.5, 1.0, 0.0, 0.2 before the fallback); pooled they are far below 0.6.
-    assert pooled(checks) < 0.6
     switch = events.index(fallback[0])
     before = [e["model"] for e in events[:switch] if e["type"] == "detections"]
     after = [e["model"] for e in events[switch:] if e["type"] == "detections"]
@@ -213,18 +219,21 @@ def test_the_apps_reference_check_falls_back_from_the_users_model(bundle, users_
     assert set(after[in_flight:]) == {"float"} and len(after) - in_flight > 50
 
 
-def test_bad_pipeline_or_labels_exit_2_before_converting(tmp_path, capsys):
+def test_labels_that_do_not_fit_the_model_exit_2_before_converting(tmp_path, capsys):
     from app.errors import run_cli
     from training.cli import main
-    other = tmp_path / "pipeline.config"
-    other.write_text((ODAPI / "pipeline.config").read_text().replace("num_classes: 3", "num_classes: 5"))
     not_labels = tmp_path / "labels.txt"
     not_labels.write_text('{"circle": 1}\n')
+    too_many = tmp_path / "coco_labels.txt"
+    too_many.write_text("person\nbicycle\ncar\nmotorcycle\n")
+    with pytest.raises(UserError, match="cannot be a class name"):
+        convert._given_labels(str(not_labels), 3)
+    assert convert._given_labels(str(ODAPI / "data" / "label_map.pbtxt"), 3) == {0: "circle", 1: "square",
+                                                                                 2: "triangle"}
     out = tmp_path / "models" / "x"
-    for extra, message in ((["--pipeline", str(other)], "num_classes is 5, the SavedModel's post-processing has 3"),
-                           (["--labels", str(not_labels)], "cannot be a class name")):
-        code = run_cli(main, ["convert-savedmodel", "--saved-model", SAVED_MODEL, "--images", IMAGES,
-                              "--out", str(out)] + extra, prog="edgedet-train")
-        err = capsys.readouterr().err.strip()
-        assert code == 2 and message in err and len(err.splitlines()) == 1, err
-    assert not (tmp_path / "models").exists()
+    code = run_cli(main, ["convert-savedmodel", "--saved-model", SAVED_MODEL, "--images", IMAGES, "--out", str(out),
+                          "--labels", str(too_many), "--pipeline", str(ODAPI / "pipeline.config")],
+                   prog="edgedet-train")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "class ids 0..3 (4 labels), but the SavedModel's post-processing has 3" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "models").exists()

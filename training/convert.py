@@ -176,15 +176,33 @@ def _convert_both(saved_model, images, height, width, folder):
     return paths
 
 
-def _op_options(saved_model, pipeline, log):
-    """Options to set on the SavedModel's TFLite_Detection_PostProcess (empty: keep the export's)."""
+def _exported_options(saved_model):
+    """The TFLite_Detection_PostProcess options the export baked in (UserError: there is no such op)."""
     from training import postprocess_options
     exported = postprocess_options.read_options(saved_model)
-    if not exported:
-        raise UserError("--saved-model {}: no function implements {}; pass the SavedModel "
+    if not exported or "num_classes" not in exported:
+        raise UserError("--saved-model {}: no function implements {} with num_classes; pass the SavedModel "
                         "export_tflite_graph_tf2.py wrote".format(saved_model, postprocess_options.OP_NAME))
+    return exported
+
+
+def _given_labels(path, num_classes):
+    """--labels as {class_id: name}, checked against the model's class count; None without --labels."""
+    if not path:
+        return None
+    labels = read_labels(path)
+    if max(labels) + 1 != num_classes:
+        raise UserError("--labels {}: class ids 0..{} ({} labels), but the SavedModel's post-processing has {} "
+                        "classes; pass the model's own label file".format(path, max(labels), len(labels),
+                                                                          num_classes))
+    return labels
+
+
+def _op_options(exported, pipeline, log):
+    """Options to set on the SavedModel's TFLite_Detection_PostProcess (empty: keep the export's)."""
+    from training import postprocess_options
     if pipeline:
-        return postprocess_options.from_pipeline(pipeline, exported.get("num_classes"))
+        return postprocess_options.from_pipeline(pipeline, exported["num_classes"])
     if exported.get("use_regular_nms") is False:
         log("note: the SavedModel's post-processing uses fast NMS (one class per box, {} detections), not the "
             "OD API's per-class NMS; pass --pipeline pipeline.config to convert with the pipeline's NMS".format(
@@ -228,8 +246,9 @@ def convert_savedmodel(saved_model, images_dir, out, labels_path=None, max_drop=
     if not 0.0 <= max_drop < 1.0:
         raise UserError("--max-drop must be in [0, 1), got {}".format(max_drop))
     height, width = input_size(saved_model)
-    options = _op_options(saved_model, pipeline, log)
-    given_labels = read_labels(labels_path) if labels_path else None
+    exported = _exported_options(saved_model)
+    options = _op_options(exported, pipeline, log)
+    given_labels = _given_labels(labels_path, exported["num_classes"])
     images = read_images(images_dir)
     bundle_writer.check_destination(out, force)
     staged = bundle_writer.staging_dir(out)
