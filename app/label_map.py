@@ -20,7 +20,9 @@ _ITEM = {"name": "string", "id": "int", "display_name": "string", "keypoints": _
          "ancestor_ids": "int", "descendant_ids": "int", "frequency": "enum", "instance_count": "int"}
 _REPEATED = ("item", "keypoints", "ancestor_ids", "descendant_ids")
 _ENUMS = ("UNSPECIFIED", "FREQUENT", "COMMON", "RARE")  # LVISFrequency
-_TOKEN = re.compile(r"""\s+|\#[^\n]*|(?P<tok>[A-Za-z_]\w*|[-+]?\d[\w.+-]*|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|[{}<>:\[\],;])""")
+# Skipped: whitespace and # comments. Tokens: names, numbers, quoted strings, punctuation.
+_TOKEN = re.compile(r"\s+|#[^\n]*|(?P<tok>[A-Za-z_]\w*|[-+]?\d[\w.+-]*"
+                    r"""|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|[{}<>:\[\],;])""")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 
 
@@ -47,6 +49,8 @@ def _tokens(text):
 
 
 class _Parser(object):
+    """Recursive descent over the tokens of one file; `message` reads one message's fields."""
+
     def __init__(self, text):
         self.tokens, self.at = _tokens(text), 0
 
