@@ -30,7 +30,8 @@ def _add_run_arguments(p):
                    help="bundle directory (models/demo) or a foreign .tflite file")
     p.add_argument("--source", action="append", help="camera index, /dev/videoN, rtsp/http URL, video, "
                    "folder, glob or synthetic[:WxH[@FPS]]; repeat for several")
-    p.add_argument("--labels", type=arguments.input_file, help="label file (Coral 'id name' or one name per line)")
+    p.add_argument("--labels", type=arguments.input_file,
+                   help="label file (OD API label_map.pbtxt, Coral 'id name' or one name per line)")
     p.add_argument("--runtime", choices=("auto", "edgetpu", "cpu"))
     p.add_argument("--precision", choices=("auto", "int8", "float"))
     p.add_argument("--device", action="append", help="Edge TPU: usb, usb:N, pci, pci:N or :N; repeatable")

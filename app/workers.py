@@ -88,8 +88,8 @@ class LiveModel(object):
         self.bundle, self.foreign_file = None, None
         if app_cfg.model.endswith(".tflite"):
             if not app_cfg.labels:
-                raise UserError("--model {}: a foreign .tflite needs --labels (Coral 'id name' or one name "
-                                "per line)".format(app_cfg.model))
+                raise UserError("--model {}: a foreign .tflite needs --labels (label_map.pbtxt, Coral 'id name' "
+                                "or one name per line)".format(app_cfg.model))
             self.foreign_file = app_cfg.model
             self.labels = read_labels(app_cfg.labels)
             self.thresholds = thresholds(FOREIGN_DEFAULTS, overrides, self.labels)

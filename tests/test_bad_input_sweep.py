@@ -108,6 +108,7 @@ ARGS = [
     Arg("convert-savedmodel", "--images", DIR, "{images}"),
     Arg("convert-savedmodel", "--out", OUT_DIR, "{out}/bundle", force="--force"),
     Arg("convert-savedmodel", "--labels", FILE, "{labels}"),
+    Arg("convert-savedmodel", "--pipeline", FILE, "{pipeline}"),
     Arg("convert-savedmodel", "--max-drop", FLOAT, "0.02", zero_ok=True),
     Arg("run", "--config", CONFIG, "{config}"),
     Arg("run", "--model", PATH, "{bundle}"),

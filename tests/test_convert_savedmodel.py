@@ -1,11 +1,11 @@
 """`edgedet-train convert-savedmodel` on an OD-API-shaped SavedModel, converted for real.
 
-The OD API is not installable here, so the SavedModel is built by
-training.postprocess_model from the committed demo bundle's float network: the same
-serving signature as export_tflite_graph_tf2.py (input `input` float32 [1, H, W, 3] in
-[-1, 1], outputs count/scores/classes/boxes of TFLite_Detection_PostProcess), with an
-OD-API-like fast NMS and tiny score threshold. The result is run by the real app in a subprocess.
-"""
+The SavedModel here is built by training.postprocess_model from the committed demo
+bundle's float network: the same serving signature as export_tflite_graph_tf2.py (input
+`input` float32 [1, H, W, 3] in [-1, 1], outputs count/scores/classes/boxes of
+TFLite_Detection_PostProcess), with the real export's op options (fast NMS, 10 detections,
+score threshold 0). tests/test_odapi_export.py converts the real OD API export of
+../shared/fixtures/odapi. The result is run by the real app in a subprocess."""
 
 import json
 import os
@@ -34,9 +34,10 @@ def odapi_savedmodel(tmp_path_factory):
     from app.synthetic import render_scene
     folder = tmp_path_factory.mktemp("odapi")
     bundle = load_bundle(str(DEMO))
-    # As export_tflite_graph_tf2.py writes by default: fast NMS, a tiny score threshold.
-    nms = postprocess_model.NmsSettings(max_detections=50, score_threshold=1e-8, iou_threshold=0.6,
-                                        detections_per_class=50, use_regular_nms=False)
+    # As export_tflite_graph_tf2.py writes by default (the fixture's real saved_model/ has these):
+    # fast NMS, 10 detections, and the pipeline's 1e-8 score threshold printed with %f, i.e. 0.
+    nms = postprocess_model.NmsSettings(max_detections=10, score_threshold=0.0, iou_threshold=0.6,
+                                        detections_per_class=10, use_regular_nms=False)
     module = postprocess_model.build_module(postprocess_model.load_network(str(DEMO / "saved_model")),
                                             bundle.anchors, len(bundle.labels), bundle.input_height,
                                             bundle.input_width, nms, bundle.box_coder_scales)

@@ -6,14 +6,18 @@ and converts it the way the user's own conversion should have:
   * calibration images stretched to H x W and normalized by `app.preprocess` (the user's
     failure was calibrating on raw 0..255 floats);
   * uint8 input whose quantization maps raw pixels onto [-1, 1], int8 body, float32
-    post-processing outputs (integer class outputs get truncated to the wrong class).
+    post-processing outputs (integer class outputs get truncated to the wrong class);
+  * with --pipeline, the op's NMS set to the pipeline's post_processing (per-class NMS, as
+    the OD API's own model; the exporter's default is fast NMS with 10 detections), see
+    training.postprocess_options.
 Then the float .tflite of the same SavedModel is the reference: both run on --images (the
 calibration images: a user may have no labelled set), and the int8 model is gated on its
 detection agreement with the float one and on COCO mAP@0.5 of int8 detections measured
 against the float detections as pseudo ground truth.
 
 Writes <out>/ atomically: model_int8_postprocess.tflite, model_float_postprocess.tflite,
-labels.txt, model.json ("kind": "postprocess"), report.json, saved_model/. The app runs the folder,
+labels.txt, model.json ("kind": "postprocess"), report.json, saved_model/ (the SavedModel as
+converted, with the op options it was converted with). The app runs the folder,
 `python -m app --model <out>`: the int8 model live with the bundle's labels, checked against the
 float model (app.postprocess_bundle).
 
@@ -30,6 +34,7 @@ import numpy as np
 from app import arguments, preprocess
 from app.config import ReferenceConfig
 from app.errors import UserError
+from app.labels import read_labels
 from app.workers import FOREIGN_DEFAULTS  # the app's thresholds for models ending in post-processing
 from training import bundle_writer, fidelity
 from training.export import EXIT_REJECTED
@@ -52,7 +57,10 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, type=arguments.output_dir,
                         help="bundle directory to write, e.g. models/mine")
     parser.add_argument("--labels", type=arguments.input_file,
-                        help="label file (Coral 'id name', 'id: name' or one name per line)")
+                        help="label file (OD API label_map.pbtxt, Coral 'id name', 'id: name' or one name per line)")
+    parser.add_argument("--pipeline", type=arguments.input_file,
+                        help="the OD API pipeline.config of the model: the converted model gets its "
+                             "post_processing NMS (per-class) instead of the export's fast NMS")
     parser.add_argument("--max-drop", type=arguments.number(0, 1, high_open=True), default=0.02,
                         help="largest allowed relative int8 mAP drop against the float model (default 0.02)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle (atomically)")
@@ -105,15 +113,10 @@ def read_images(folder):
     return images
 
 
-def _label_names(path):
-    """Label names from --labels, in class id order."""
-    from app.labels import read_labels
-    labels = read_labels(path)
-    return [labels[i] for i in sorted(labels)]
-
-
-def _labels_seen(float_dets):
-    """class_<id> for every class the float model reported (no --labels given)."""
+def _labels(given, float_dets):
+    """Label names: --labels' (read_labels dict), else class_<id> for every class the float model reported."""
+    if given:
+        return [given[i] for i in sorted(given)]
     top = max([int(d.class_ids.max()) for d in float_dets if len(d.class_ids)] + [0])
     return ["class_{}".format(i) for i in range(top + 1)]
 
@@ -162,8 +165,8 @@ def _convert_both(saved_model, images, height, width, folder):
     content = postprocess_model.convert(saved_model)
     problems = postprocess_model.check_converted(content, quantized=False)
     if problems:
-        raise UserError("--saved-model {}: {}; expected a model ending in TFLite_Detection_PostProcess "
-                        "(export_tflite_graph_tf2.py)".format(saved_model, "; ".join(problems)))
+        raise UserError("--saved-model: its float conversion: {}; expected a model ending in "
+                        "TFLite_Detection_PostProcess (export_tflite_graph_tf2.py)".format("; ".join(problems)))
     with open(paths["float"], "wb") as f:
         f.write(content)
     rep = convert_tflite.calibration_inputs(images, height, width, preprocess.INPUT_RANGE)
@@ -176,7 +179,50 @@ def _convert_both(saved_model, images, height, width, folder):
     return paths
 
 
-def _model_json(labels, height, width, int8_path, saved_model, fid):
+def _exported_options(saved_model):
+    """The TFLite_Detection_PostProcess options the export baked in (UserError: there is no such op)."""
+    from training import postprocess_options
+    exported = postprocess_options.read_options(saved_model)
+    if not exported or "num_classes" not in exported:
+        raise UserError("--saved-model {}: no function implements {} with num_classes; pass the SavedModel "
+                        "export_tflite_graph_tf2.py wrote".format(saved_model, postprocess_options.OP_NAME))
+    return exported
+
+
+def _check_label_count(labels, path, num_classes):
+    """UserError unless --labels (a read_labels dict, or None) fits the model's class count."""
+    if labels and max(labels) + 1 != num_classes:
+        raise UserError("--labels {}: class ids 0..{} ({} labels), but the SavedModel's post-processing has {} "
+                        "classes; pass the model's own label file".format(path, max(labels), len(labels),
+                                                                          num_classes))
+
+
+def _op_options(exported, pipeline, ssd, log):
+    """Options to set on the SavedModel's TFLite_Detection_PostProcess (empty: keep the export's).
+
+    `ssd` is postprocess_options.read_ssd(pipeline), or None without --pipeline.
+    """
+    from training import postprocess_options
+    if pipeline:
+        return postprocess_options.from_pipeline(pipeline, exported["num_classes"], ssd)
+    if exported.get("use_regular_nms") is False:
+        log("note: the SavedModel's post-processing uses fast NMS (one class per box, {} detections), not the "
+            "OD API's per-class NMS; pass --pipeline pipeline.config to convert with the pipeline's NMS".format(
+                exported.get("max_detections")))
+    return {}
+
+
+def _stage_savedmodel(saved_model, options, staged):
+    """Copies the SavedModel into the staged bundle with `options` set; returns (path, op options)."""
+    from training import postprocess_options
+    path = os.path.join(staged, "saved_model")
+    shutil.copytree(saved_model, path)
+    if options:
+        postprocess_options.rewrite(path, options)
+    return path, postprocess_options.read_options(path)
+
+
+def _model_json(labels, height, width, int8_path, saved_model, fid, nms):
     from training import convert_tflite
     with open(int8_path, "rb") as f:
         quant = convert_tflite.quantization_params(f.read())["input"]
@@ -185,7 +231,8 @@ def _model_json(labels, height, width, int8_path, saved_model, fid):
         "labels": labels,
         "input": {"height": height, "width": width, "color": "RGB", "resize": "stretch",
                   "float_range": list(preprocess.INPUT_RANGE)},
-        "postprocess_model": {"file": INT8_FILE, "input_quantization": [quant["scale"], quant["zero_point"]]},
+        "postprocess_model": {"file": INT8_FILE, "input_quantization": [quant["scale"], quant["zero_point"]],
+                              "nms": nms},
         "float_postprocess_model": {"file": FLOAT_FILE},
         "fidelity": fid,
         "run": "python -m app --model <this folder>",
@@ -194,20 +241,28 @@ def _model_json(labels, height, width, int8_path, saved_model, fid):
     }
 
 
-def convert_savedmodel(saved_model, images_dir, out, labels_path=None, max_drop=0.02, force=False, log=print):
+def convert_savedmodel(saved_model, images_dir, out, labels_path=None, max_drop=0.02, force=False, pipeline=None,
+                       log=print):
     """Converts, gates and writes one bundle (see the module docstring); returns (exit code, path)."""
     from training import convert_tflite, postprocess_model
     if not 0.0 <= max_drop < 1.0:
         raise UserError("--max-drop must be in [0, 1), got {}".format(max_drop))
-    # The cheap checks first: a bad --out, label file or image folder is said before minutes of conversion.
+    from training import postprocess_options
+    # The cheap checks first, in command-line order: a bad --out, label file, pipeline or image
+    # folder is said before the SavedModel loads and minutes of conversion.
     bundle_writer.check_destination(out, force)
-    labels = _label_names(labels_path) if labels_path else None
+    given_labels = read_labels(labels_path) if labels_path else None
+    ssd = postprocess_options.read_ssd(pipeline) if pipeline else None
     images = read_images(images_dir)
     height, width = input_size(saved_model)
+    exported = _exported_options(saved_model)
+    options = _op_options(exported, pipeline, ssd, log)
+    _check_label_count(given_labels, labels_path, exported["num_classes"])
     staged = bundle_writer.staging_dir(out)
     try:
+        staged_model, nms = _stage_savedmodel(saved_model, options, staged)
         try:
-            paths = _convert_both(saved_model, images, height, width, staged)
+            paths = _convert_both(staged_model, images, height, width, staged)
         except convert_tflite.ConversionCheckError as e:
             bundle_writer.write_json_atomic(os.path.join(staged, "report.json"), {
                 "passed": False, "rejected_by": "uint8 check", "error": str(e)})
@@ -217,12 +272,11 @@ def convert_savedmodel(saved_model, images_dir, out, labels_path=None, max_drop=
             return EXIT_REJECTED, where
         float_dets = postprocess_model.run_model(paths["float"], images)
         int8_dets = postprocess_model.run_model(paths["int8"], images)
-        labels = labels or _labels_seen(float_dets)
+        labels = _labels(given_labels, float_dets)
         fid = compare(float_dets, int8_dets, images, len(labels), max_drop, FOREIGN_DEFAULTS["score_threshold"])
         with open(os.path.join(staged, "labels.txt"), "w") as f:
             f.write("".join("{}  {}\n".format(i, name) for i, name in enumerate(labels)))
-        shutil.copytree(saved_model, os.path.join(staged, "saved_model"))
-        meta = _model_json(labels, height, width, paths["int8"], saved_model, fid)
+        meta = _model_json(labels, height, width, paths["int8"], saved_model, fid, nms)
         bundle_writer.write_json_atomic(os.path.join(staged, "report.json"), {"fidelity": fid})
         bundle_writer.write_json_atomic(os.path.join(staged, "model.json"), meta)
         return _finish(staged, out, force, fid, log)
@@ -246,5 +300,6 @@ def _finish(staged, out, force, fid, log):
 
 
 def run(args):
-    code, _ = convert_savedmodel(args.saved_model, args.images, args.out, args.labels, args.max_drop, args.force)
+    code, _ = convert_savedmodel(args.saved_model, args.images, args.out, args.labels, args.max_drop, args.force,
+                                 args.pipeline)
     return code

@@ -53,8 +53,10 @@ def implements_signature(num_classes, nms, box_coder_scales=box_coder.DEFAULT_SC
         raise ValueError("expected score_threshold in [0, 1], iou_threshold in (0, 1], max_detections >= 1, "
                          "got {}".format(nms))
     y, x, h, w = (float(s) for s in box_coder_scales)
-    attrs = [("max_detections", "i", int(nms.max_detections)), ("max_classes_per_detection", "i", 1),
-             ("detections_per_class", "i", int(nms.detections_per_class)),
+    # As the OD API's export_tflite_graph_tf2.py writes it: detections_per_class only matters to
+    # regular NMS, and its fast-NMS export (the fixture's real saved_model/) has none.
+    per_class = [("detections_per_class", "i", int(nms.detections_per_class))] if nms.use_regular_nms else []
+    attrs = [("max_detections", "i", int(nms.max_detections)), ("max_classes_per_detection", "i", 1)] + per_class + [
              ("use_regular_nms", "b", "true" if nms.use_regular_nms else "false"),
              ("nms_score_threshold", "f", float(nms.score_threshold)),
              ("nms_iou_threshold", "f", float(nms.iou_threshold)),
