@@ -87,11 +87,11 @@ def check_destination(out, force):
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError("--out {}: exists and is not a directory; choose another --out".format(out))
     parent = os.path.dirname(out)
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as e:
-        raise UserError("--out {}: cannot create its parent folder ({}); choose a writable --out"
-                        .format(out, e.strerror))
+    while not os.path.exists(parent):  # created by staging_dir, once the inputs have been checked
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError("--out {}: cannot create its parent folder ({} is a file); choose another --out"
+                        .format(out, parent))
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError("--out {}: folder {} is not writable; choose a writable --out".format(out, parent))
 
@@ -99,6 +99,11 @@ def check_destination(out, force):
 def staging_dir(out):
     """A fresh temp dir on the same filesystem as `out` (so the final rename is atomic)."""
     out = os.path.abspath(str(out))
+    try:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    except OSError as e:
+        raise UserError("--out {}: cannot create its parent folder ({}); choose a writable --out"
+                        .format(out, e.strerror))
     return tempfile.mkdtemp(prefix=".{}.tmp-".format(os.path.basename(out)), dir=os.path.dirname(out))
 
 

@@ -87,7 +87,11 @@ def read_ssd(path):
     from app.textfile import read_text
     from training.odapi_proto import parse_pipeline
     text = read_text(path, "pipeline.config", "Pass the pipeline.config the model was exported from.")
-    return parse_pipeline(text, path).model.ssd
+    model = parse_pipeline(text, path).model
+    if not model.HasField("ssd"):
+        raise UserError("--pipeline {}: no model.ssd section; pass the pipeline.config the model was exported "
+                        "from".format(path))
+    return model.ssd
 
 
 def from_pipeline(path, num_classes, ssd=None):
