@@ -8,7 +8,8 @@ checkpoint, atomically) says which one is current, so `--resume` continues from
 a complete checkpoint, also across the float -> QAT boundary.
 
 Loss normalization uses the global number of matched anchors, so N replicas
-compute exactly the single-device step on the same global batch.
+compute exactly the single-device step on the same global batch. With several
+workers only the chief writes the run (training.distribute).
 """
 
 import os
