@@ -11,24 +11,22 @@ they save into `<workdir>/workertemp_<task id>/`, which is removed after each sa
 """
 
 import os
+import re
 import shutil
 
 import tensorflow as tf
 
-# A collective that waits longer than this for a peer fails (DeadlineExceeded) instead of
-# hanging: it catches a peer that is alive but stuck (a dead one stops sending the coordination
-# service's heartbeats, which aborts the collectives with UnavailableError in about 30 s).
-PEER_TIMEOUT_SECONDS = 300
-# What a collective raises when a peer worker is gone or stuck.
+# What a collective raises when a peer worker is gone: a dead peer stops sending the
+# coordination service's heartbeats, which aborts the collectives (measured: 12-26 s after a
+# kill). No CommunicationOptions(timeout_seconds): it starts a thread per collective, and a
+# QAT run on 2 workers died of it ("Resource temporarily unavailable") at its final save.
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
 
 
 def choose_strategy():
     """MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs, else the default strategy."""
     if os.environ.get("TF_CONFIG"):
-        options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=PEER_TIMEOUT_SECONDS)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -44,8 +42,9 @@ def is_multi_worker(strategy):
 
 
 def peer_error_line(error):
-    """The line of a collective's error that names the cause (which task, or the timeout)."""
-    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    """The line of a collective's error that names the cause, without its "{{function_node ...}}"."""
+    lines = [re.sub(r"^\{\{.*?\}\}\s*", "", line.strip()) for line in error.message.splitlines()
+             if line.strip()]
     named = [line for line in lines if "task" in line or "timed out" in line.lower()]
     return (named or lines or ["no message"])[0][:300]
 
