@@ -4,7 +4,7 @@ Runs the real input pipeline (synthetic scenes in memory, flip + crop, targets)
 and the compiled train step of training.train at the demo settings (192x224,
 depth multiplier 0.5, batch 8 by default). A benchmark, not a test.
 
-  .venv/bin/python benchmarks/train_speed.py [--steps 200] [--jit] [--height 192 --width 224]
+  .venv/bin/python benchmarks/train_speed.py [--steps 200] [--height 192 --width 224]
 """
 
 import argparse
@@ -62,7 +62,6 @@ def main():
     parser.add_argument("--depth", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--jit", action="store_true", help="XLA-compile the forward/backward pass")
     args = parser.parse_args()
     cfg = training_config.load_config()
     cfg = replace(cfg, model=replace(cfg.model, input_height=args.height, input_width=args.width,
@@ -77,12 +76,11 @@ def main():
     for phase in ("float", "qat"):
         if phase == "qat":
             model = trainer.quantize(model)
-        step = trainer.make_train_step(model, trainer.make_optimizer(cfg.train), strategy, cfg.train,
-                                       jit_compile=args.jit)
+        step = trainer.make_train_step(model, trainer.make_optimizer(cfg.train), strategy, cfg.train)
         results[phase] = measure(step, iterator, args.steps, args.batch)
-        print("{:5s} {:6.1f} images/s  {:6.1f} ms/step  ({}x{}, depth {}, batch {}, jit {})".format(
+        print("{:5s} {:6.1f} images/s  {:6.1f} ms/step  ({}x{}, depth {}, batch {})".format(
             phase, results[phase], 1000.0 * args.batch / results[phase], args.height, args.width,
-            args.depth, args.batch, args.jit), flush=True)
+            args.depth, args.batch), flush=True)
     print("QAT step / float step: {:.2f}x".format(results["float"] / results["qat"]))
 
 

@@ -1,4 +1,4 @@
-"""MirroredStrategy over 2 logical CPU devices computes the single-device train steps.
+"""MirroredStrategy over 2 logical CPU devices computes the single-device train steps, float and QAT.
 
 Logical devices must be configured before TensorFlow initialises, so the comparison runs
 in a fresh interpreter. Batch-norm statistics are per replica (as on several GPUs), so the
@@ -7,11 +7,17 @@ statistics equal the global batch's, and the test isolates what the strategy mus
 namely the gradient all-reduce, the global match-count normalization, the regularization
 share and the optimizer update (two steps, so momentum and the step counter count too).
 
-It runs in float64. In float32 this tiny network's step is ill-conditioned: merely reversing
+The float run is in float64. In float32 this tiny network's step is ill-conditioned: merely reversing
 the order of the images in a single-device batch moved the updated weights by ~2% of the
 update (relative norm), as much as the strategy did. In float64 both differences are ~1e-14,
 so the test can demand agreement to 1e-9, where a missing all-reduce or a per-replica
 normalization would be off by 50% or more.
+
+The quantization-aware run must be float32 (tfmot's FakeQuantWithMinMaxVars has no float64
+kernel), so it is held to a measured float32 noise floor instead: the same single-device steps
+on the batch in reverse order. It also compares tfmot's fake-quant ranges (the `*_min` / `*_max`
+variables): activation ranges move by an all-reduced moving average (the mean of the replicas'
+batch min/max), weight ranges follow the all-reduced update of their kernels.
 """
 
 import json
@@ -25,12 +31,15 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent("""
-    import json, os
+    import json, os, sys
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import numpy as np
     import tensorflow as tf
     import tf_keras
-    tf_keras.backend.set_floatx("float64")
+    phase = sys.argv[1]  # float | qat
+    # tfmot's FakeQuantWithMinMaxVars exists only in float32.
+    dtype = tf.float64 if phase == "float" else tf.float32
+    tf_keras.backend.set_floatx(dtype.name)
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
@@ -53,61 +62,119 @@ SCRIPT = textwrap.dedent("""
     make = pipeline.make_example_fn(cfg, anchors, augment=False)
     rng = np.random.RandomState(4)
 
-    def f64(t):
-        return tf.cast(t, tf.float64) if t.dtype.is_floating else t
+    def cast(t):
+        return tf.cast(t, dtype) if t.dtype.is_floating else t
 
     pairs = []
     for _ in range(4):
         image, boxes, classes = synthetic.render_scene(rng, 96, 96)
         x, y = make({"image": image[..., ::-1], "boxes": boxes, "classes": classes}, None)
-        pairs.append((f64(x), {k: f64(v) for k, v in y.items()}))
-    order = [0, 1, 2, 3] * 2
-    images = tf.stack([pairs[i][0] for i in order])
-    targets = {k: tf.stack([pairs[i][1][k] for i in order]) for k in pairs[0][1]}
+        pairs.append((cast(x), {k: cast(v) for k, v in y.items()}))
     initial = build_ssd(cfg.model).get_weights()
 
-    def run(strategy):
+    def run(strategy, order=(0, 1, 2, 3)):
+        images = tf.stack([pairs[i][0] for i in order * 2])
+        targets = {k: tf.stack([pairs[i][1][k] for i in order * 2]) for k in pairs[0][1]}
         with strategy.scope():
             model = build_ssd(cfg.model)
             model.set_weights(initial)
+            if phase == "qat":
+                model = trainer.quantize(model)
             optimizer = trainer.make_optimizer(cfg.train)
+        before = [w.numpy() for w in model.weights]
         step = trainer.make_train_step(model, optimizer, strategy, cfg.train)
         ds = tf.data.Dataset.from_tensors((images, targets)).repeat()
         parts = step(iter(strategy.experimental_distribute_dataset(ds)), tf.constant(2))
-        return [w.numpy() for w in model.weights], {k: float(v) for k, v in parts.items()}
+        names = [w.name for w in model.weights]
+        return (names, before, [w.numpy() for w in model.weights],
+                {k: float(v) for k, v in parts.items()})
 
-    single, single_loss = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    names, start, single, single_loss = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
     mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    mirrored, mirrored_loss = run(mirrored_strategy)
+    _, _, mirrored, mirrored_loss = run(mirrored_strategy)
+    # The float32 noise floor: the same single-device steps on the batch in reverse order.
+    reordered, reordered_loss = single, single_loss
+    if phase == "qat":
+        _, _, reordered, reordered_loss = run(tf.distribute.OneDeviceStrategy("/cpu:0"), (3, 2, 1, 0))
+
+    def rel_diff(a, b, where):
+        return float(np.sqrt(sum(((a[i] - b[i]) ** 2).sum() for i in where))
+                     / max(np.sqrt(sum(((a[i] - start[i]) ** 2).sum() for i in where)), 1e-30))
     # Moving variances are left out: Keras updates them with the unbiased (n / (n - 1)) batch
     # variance, and n is the per-replica element count, so they differ by design.
-    names = [w.name for w in build_ssd(cfg.model).weights]
     kept = [i for i, n in enumerate(names) if "moving_variance" not in n]
+    ranges = [i for i, n in enumerate(names) if n.endswith(("_min:0", "_max:0"))]
+    # Activation ranges (moving averages of batch min/max), not the kernels' last-value ranges.
+    activation_ranges = [i for i in ranges if "kernel" not in names[i]]
+
+    def max_diff(a, b, where):
+        return max([float(np.abs(a[i] - b[i]).max()) for i in where] or [0.0])
+
     print(json.dumps({
+        "ranges": len(ranges), "activation_ranges": len(activation_ranges),
+        "max_range_update": max_diff(single, start, ranges),
+        "max_activation_range_update": max_diff(single, start, activation_ranges),
+        "range_rel_diff": rel_diff(single, mirrored, ranges),
+        "activation_range_rel_diff": rel_diff(single, mirrored, activation_ranges),
+        "reorder_activation_range_rel_diff": rel_diff(single, reordered, activation_ranges),
         "replicas": mirrored_strategy.num_replicas_in_sync, "compared": len(kept),
         "dtypes": sorted({str(single[i].dtype) for i in kept}),
-        "rel_diff": float(np.sqrt(sum(((single[i] - mirrored[i]) ** 2).sum() for i in kept))
-                          / np.sqrt(sum(((single[i] - initial[i]) ** 2).sum() for i in kept))),
-        "max_weight_diff": max(float(np.abs(single[i] - mirrored[i]).max()) for i in kept),
-        "max_update": max(float(np.abs(single[i] - initial[i]).max()) for i in kept),
-        "single_loss": single_loss, "mirrored_loss": mirrored_loss}))
+        "rel_diff": rel_diff(single, mirrored, kept),
+        "reorder_rel_diff": rel_diff(single, reordered, kept),
+        "max_weight_diff": max_diff(single, mirrored, kept),
+        "max_update": max_diff(single, start, kept), "single_loss": single_loss,
+        "mirrored_loss": mirrored_loss, "reordered_loss": reordered_loss}))
 """)
+
+
+def _run(phase):
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, phase], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps(result))  # the figures, with pytest -s
+    return result
+
+
+def _assert_moved(result):
+    assert result["replicas"] == 2
+    # Two SGD steps really moved the weights (a broken all-reduce or a per-replica
+    # normalization would leave them 50% or more apart).
+    assert result["compared"] > 200
+    assert result["max_update"] > 1e-3
 
 
 @pytest.mark.slow  # a TensorFlow start-up and three model builds: about 1.5 minutes
 def test_mirrored_two_cpus_equals_single_device():
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(json.dumps(result))  # the figures, with pytest -s
-    assert result["replicas"] == 2 and result["dtypes"] == ["float64"]
-    # Two SGD steps really moved the weights, and both strategies moved them the same way:
-    # measured relative difference 4e-14 (float64 rounding).
-    assert result["compared"] > 200
-    assert result["max_update"] > 1e-3
+    result = _run("float")
+    _assert_moved(result)
+    assert result["dtypes"] == ["float64"] and result["ranges"] == 0
+    # Measured relative difference 4e-14 (float64 rounding).
     assert result["rel_diff"] < 1e-9
     assert result["max_weight_diff"] < 1e-9 * result["max_update"]
     for key in ("loss", "classification", "localization", "regularization"):
         assert result["mirrored_loss"][key] == pytest.approx(result["single_loss"][key], rel=1e-9)
+
+
+def test_mirrored_two_cpus_equals_single_device_quantization_aware():
+    """In float32 (fake quantization has no float64 kernel), against a measured noise floor.
+
+    The floor is the single-device run on the same batch in reverse order. Measured: weights
+    0.16-0.17% apart (relative to the update) against a floor of 0.16-0.17%; activation ranges
+    0.5% against 0.4%; the second step's loss parts 0.04-1.7% apart against 0.5-1.2% for the
+    reversed batch (a per-replica normalization would be 2x off).
+    """
+    result = _run("qat")
+    _assert_moved(result)
+    assert result["dtypes"] == ["float32", "int32"]  # int32: tfmot's optimizer_step
+    assert result["rel_diff"] < min(0.01, 3 * result["reorder_rel_diff"])
+    # Every quantized layer has ranges; all of them moved, and alike on one and on two replicas.
+    assert result["ranges"] > 100 and result["activation_ranges"] > 50
+    assert result["max_range_update"] > 1.0  # kernel ranges: from the initial +-6 to the kernels
+    assert result["max_activation_range_update"] > 1e-3
+    assert result["range_rel_diff"] < 0.01
+    assert result["activation_range_rel_diff"] < min(
+        0.01, 3 * result["reorder_activation_range_rel_diff"])
+    for key in ("loss", "classification", "localization"):
+        assert result["mirrored_loss"][key] == pytest.approx(result["single_loss"][key], rel=5e-2)

@@ -8,7 +8,8 @@ checkpoint, atomically) says which one is current, so `--resume` continues from
 a complete checkpoint, also across the float -> QAT boundary.
 
 Loss normalization uses the global number of matched anchors, so N replicas
-compute exactly the single-device step on the same global batch.
+compute exactly the single-device step on the same global batch. With several
+workers only the chief writes the run (training.distribute).
 """
 
 import os
@@ -22,7 +23,7 @@ import tf_keras as keras
 from app import anchors as app_anchors
 from app import arguments
 from app.errors import UserError
-from training import config as training_config
+from training import config as training_config, distribute
 from training import losses, model as ssd_model, schedule, workdir as run_dir
 from training.data import augment, pipeline
 
@@ -42,15 +43,6 @@ def add_arguments(parser):
                         "overrides the data paths of the config")
     parser.add_argument("--resume", action="store_true", help="continue the run in --workdir")
     parser.add_argument("--skip-bad", action="store_true", help="skip corrupt records (counted)")
-
-
-def choose_strategy():
-    """MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs, else the default strategy."""
-    if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False, out=None):
@@ -96,15 +88,21 @@ def quantize(float_model):
     return tfmot.quantization.keras.quantize_model(float_model)
 
 
-def make_train_step(model, optimizer, strategy, train_cfg, jit_compile=False):
+def make_train_step(model, optimizer, strategy, train_cfg):
     """A compiled function running `n` train steps on a distributed iterator.
+
+    The replica step is traced inline into the one tf.function, never as a nested
+    tf.function: tfmot's fake-quant range updates (`assign_moving_average`) and the
+    optimizer are synchronization points (`merge_call`), which MirroredStrategy and
+    MultiWorkerMirroredStrategy refuse inside a graph of its own. The `n` steps are a
+    `tf.range` loop around `strategy.run`, so no sync point sits in control flow
+    inside a replica.
 
     Args:
       model: the SSD (float or quantization-aware), created in `strategy.scope()`.
       optimizer: its optimizer, created in the same scope.
       strategy: a tf.distribute.Strategy.
       train_cfg: training.config.TrainConfig-like (loss settings).
-      jit_compile: XLA-compile the forward/backward pass.
 
     Returns:
       fn(iterator, n) -> dict of float32 scalars of the last step: loss,
@@ -112,20 +110,16 @@ def make_train_step(model, optimizer, strategy, train_cfg, jit_compile=False):
     """
     num_replicas = strategy.num_replicas_in_sync
 
-    @tf.function(jit_compile=jit_compile)
-    def loss_and_grads(images, targets, num_matches):
-        with tf.GradientTape() as tape:
-            boxes, logits = model(images, training=True)
-            parts = losses.ssd_loss(boxes, logits, targets, train_cfg, num_matches)
-            # Summed over replicas, each replica's share adds up to the model's regularization.
-            parts["regularization"] = tf.add_n(model.losses) / num_replicas
-            total = parts["classification"] + parts["localization"] + parts["regularization"]
-        return parts, tape.gradient(total, model.trainable_variables)
-
     def replica_step(images, targets):
         ctx = tf.distribute.get_replica_context()
         matches = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(targets["box_weights"]))
-        parts, grads = loss_and_grads(images, targets, tf.maximum(matches, 1.0))
+        with tf.GradientTape() as tape:
+            boxes, logits = model(images, training=True)
+            parts = losses.ssd_loss(boxes, logits, targets, train_cfg, tf.maximum(matches, 1.0))
+            # Summed over replicas, each replica's share adds up to the model's regularization.
+            parts["regularization"] = tf.add_n(model.losses) / num_replicas
+            total = parts["classification"] + parts["localization"] + parts["regularization"]
+        grads = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return parts
 
@@ -164,12 +158,14 @@ def _try_evaluate(model, cfg, eval_examples):
 class Trainer:
     """Holds the model, optimizer, checkpoint and compiled step of the current phase."""
 
-    def __init__(self, cfg, workdir, strategy, out=sys.stdout, jit_compile=False):
+    def __init__(self, cfg, workdir, strategy, out=sys.stdout):
         self.cfg, self.workdir, self.strategy, self.out = cfg, workdir, strategy, out
-        self.jit_compile = jit_compile
         self.step, self.phase, self.last_saved = 0, "float", None
+        self.chief = distribute.is_chief(strategy)
         self.schedule = schedule.from_config(cfg.train)
-        self.writer = tf.summary.create_file_writer(os.path.join(workdir, run_dir.TENSORBOARD))
+        # The logged values are reduced already: nothing collective to keep in step on the others.
+        self.writer = (tf.summary.create_file_writer(os.path.join(workdir, run_dir.TENSORBOARD))
+                       if self.chief else tf.summary.create_noop_writer())
         with strategy.scope():
             self.model = ssd_model.build_ssd(cfg.model)
         self._new_phase_objects(0)
@@ -179,9 +175,11 @@ class Trainer:
             self.optimizer = make_optimizer(self.cfg.train, start_step)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(self.workdir, run_dir.CHECKPOINTS), max_to_keep=3)
+            self.checkpoint,
+            os.path.join(distribute.write_dir(self.workdir, self.strategy), run_dir.CHECKPOINTS),
+            max_to_keep=3)
         self.train_steps = make_train_step(self.model, self.optimizer, self.strategy,
-                                           self.cfg.train, self.jit_compile)
+                                           self.cfg.train)
 
     def start_qat(self):
         """Float -> quantization-aware: wrap the trained float model, fresh optimizer."""
@@ -199,14 +197,18 @@ class Trainer:
         self.step, self.last_saved = int(state["step"]), int(state["step"])
 
     def save(self, extra=None):
+        """Checkpoint + state.json on the chief; every worker must call it (collective reads)."""
         if not _all_finite(self.model):
             raise TrainingDiverged("weights became NaN or inf")
         path = self.manager.save(checkpoint_number=self.step)
+        self.last_saved = self.step
+        if not self.chief:
+            distribute.remove_worker_dir(self.workdir, self.strategy)
+            return
         state = {"step": self.step, "phase": self.phase, "checkpoint": os.path.basename(path),
                  "quantization_aware": self.phase == "qat"}
         state.update(extra or {})
         run_dir.write_state(self.workdir, state)
-        self.last_saved = self.step
 
     def _next_stop(self):
         """The next step where something other than training happens."""
@@ -275,7 +277,7 @@ class Trainer:
 
 
 def train(cfg, workdir, decoded, cache=False, eval_examples=None, resume=False, strategy=None,
-          out=sys.stdout, jit_compile=False):
+          out=sys.stdout):
     """Runs (or resumes) a training run in `workdir`.
 
     Args:
@@ -285,21 +287,20 @@ def train(cfg, workdir, decoded, cache=False, eval_examples=None, resume=False, 
       cache: cache the decoded images in memory.
       eval_examples: Examples for the eval mAP (needs training.evaluate), or None.
       resume: continue from the checkpoint in state.json.
-      strategy: tf.distribute strategy; None picks one (choose_strategy).
+      strategy: tf.distribute strategy; None picks one (distribute.choose_strategy).
       out: where progress lines go.
-      jit_compile: XLA-compile the forward/backward pass.
 
     Returns:
       The Trainer after the last step.
     """
     check_train_config(cfg.train)
-    strategy = strategy or choose_strategy()
-    state = run_dir.prepare(workdir, cfg, resume)
+    strategy = strategy or distribute.choose_strategy()
+    state = run_dir.prepare(workdir, cfg, resume, write=distribute.is_chief(strategy))
     anchors = app_anchors.anchors_from_config(cfg.model)
     dataset = pipeline.train_dataset(decoded, cfg, anchors, cfg.train.batch_size, cache=cache,
                                      seed=cfg.train.seed)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    trainer = Trainer(cfg, workdir, strategy, out, jit_compile)
+    trainer = Trainer(cfg, workdir, strategy, out)
     if state is not None:
         trainer.restore(state)
         out.write("resumed {} at step {} ({})\n".format(workdir, trainer.step, trainer.phase))
@@ -335,15 +336,21 @@ def restore_model(workdir):
     return model, cfg, state
 
 
+def _last_checkpoint(workdir):
+    state = run_dir.read_state(workdir)
+    return "last good checkpoint: step {}".format(state["step"]) if state else "no checkpoint yet"
+
+
 def run(args):
-    """CLI entry: exit 0 when done, 1 when the loss diverged, 2 on bad input (UserError)."""
+    """CLI entry: exit 0 when done, 1 when the loss diverged or a peer worker was lost, 2 on bad
+    input (UserError)."""
     from training.data import dataset as data_io
 
     cfg = config_with_overrides(training_config.load_config(args.config), args.data, args.steps,
                                 args.skip_bad)
     workdir = args.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.config))[0])
-    strategy = choose_strategy()
+    strategy = distribute.choose_strategy()
     examples = data_io.load_split(cfg.data, "train", cfg.model.labels)
     eval_examples = data_io.load_split(cfg.data, "eval", cfg.model.labels)
     if cfg.eval.max_images:
@@ -353,10 +360,15 @@ def run(args):
         train(cfg, workdir, data_io.decoded_dataset(examples), cache=cache,
               eval_examples=eval_examples, resume=args.resume, strategy=strategy)
     except TrainingDiverged as e:
-        state = run_dir.read_state(workdir)
-        kept = "last good checkpoint: step {}".format(state["step"]) if state else "no checkpoint yet"
         print("edgedet-train: error: {} ({} in {}). Lower train.learning_rate_base or check the "
-              "data.".format(e, kept, workdir), file=sys.stderr)
+              "data.".format(e, _last_checkpoint(workdir), workdir), file=sys.stderr)
+        return 1
+    except distribute.PEER_ERRORS as e:
+        if not distribute.is_multi_worker(strategy):
+            raise
+        print("edgedet-train: error: lost a peer worker: {} ({} in {}). Restart every worker with "
+              "--resume.".format(distribute.peer_error_line(e), _last_checkpoint(workdir), workdir),
+              file=sys.stderr)
         return 1
     print("edgedet-train: done; run in {}".format(workdir))
     return 0

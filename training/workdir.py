@@ -62,11 +62,12 @@ def read_config(workdir):
     return training_config.load_config(path)
 
 
-def prepare(workdir, cfg, resume):
+def prepare(workdir, cfg, resume, write=True):
     """Creates or reopens a workdir; returns the state to resume from, or None.
 
     A new run refuses a workdir that already holds one (no silent overwrite); a
-    resumed run must use the same model section as the stored config.
+    resumed run must use the same model section as the stored config. With
+    `write=False` (a multi-worker run's non-chief workers) it only checks and reads.
     """
     state = read_state(workdir)
     if state is not None and not resume:
@@ -80,6 +81,8 @@ def prepare(workdir, cfg, resume):
         if stored.model != cfg.model:
             raise UserError("{}: the model section of --config differs from the run's {}; resume "
                             "with the same model settings.".format(workdir, CONFIG_FILE))
+    if not write:
+        return state
     os.makedirs(os.path.join(workdir, CHECKPOINTS), exist_ok=True)
     write_config(workdir, cfg)
     return state
