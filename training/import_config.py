@@ -18,7 +18,7 @@ from app.errors import UserError
 from training.odapi_proto import default_leaves, parse_pipeline, set_leaves
 from training.odapi_proto.rules import Key, NotSupported, Same, lookup
 
-SUPPORTED_EXTRACTORS = ("ssd_mobilenet_v2_keras", "ssd_mobilenet_v2")
+SUPPORTED_EXTRACTORS = ("ssd_mobilenet_v2_keras", "ssd_mobilenet_v2", "ssd_mobiledet_edgetpu")
 LIST_KEYS = ("model.anchors.aspect_ratios",)  # repeated fields whose elements build one list
 
 # Keys whose mapping needs a word of explanation in the output.
@@ -38,6 +38,7 @@ class Report(object):
     def __init__(self):
         self.mapped, self.builtin, self.unsupported, self.defaulted = [], [], [], []
         self.warnings = []
+        self.extractor = None  # feature_extractor.type: some rules depend on it
         self.values = {}   # config key -> value
         self.sources = {}  # config key -> field path that set it
 
@@ -76,6 +77,7 @@ def import_pipeline(path):
     msg = parse_pipeline(text, path)
     _check_model(msg, path)
     report = Report()
+    report.extractor = msg.model.ssd.feature_extractor.type
     for field_path, value in set_leaves(msg):
         _apply(report, field_path, _tidy(value))
     for field_path, value in default_leaves(msg):
@@ -94,13 +96,14 @@ def _check_model(msg, path):
     kind = msg.model.ssd.feature_extractor.type
     if kind not in SUPPORTED_EXTRACTORS:
         raise UserError("{}: model.ssd.feature_extractor.type '{}' is not supported; edgedet builds "
-                        "MobileNetV2 only ({}). Start from an ssd_mobilenet_v2 config."
-                        .format(path, kind, " or ".join(SUPPORTED_EXTRACTORS)))
+                        "these backbones only: {}. Start from an ssd(lite)_mobilenet_v2 or "
+                        "ssdlite_mobiledet_edgetpu config."
+                        .format(path, kind, ", ".join(SUPPORTED_EXTRACTORS)))
 
 
 def _apply(report, path, value):
     """Sorts one set field into mapped / built in / not supported."""
-    rule = lookup(path)
+    rule = lookup(path, report.extractor)
     if isinstance(rule, Same):
         if _same(value, rule.expected):
             report.builtin.append(Entry(path, value, rule.why))
@@ -139,7 +142,7 @@ def _assign(report, key, value, path):
 
 def _apply_default(report, path, value):
     """A field the file leaves unset: the OD API's default applies, so it applies here too."""
-    rule = lookup(path)
+    rule = lookup(path, report.extractor)
     if isinstance(rule, Same) and not _same(value, rule.expected):
         report.unsupported.append(Entry(path, value, "not set, so the OD API default applies, but "
                                         "edgedet always uses {} ({})".format(
