@@ -64,7 +64,7 @@ def test_every_seed_field_is_mapped_built_in_or_listed(seed):
         assert "#   {} = ".format(path) in header, path
     for entry in report.unsupported:
         assert len(entry.detail) > 15, entry  # a reason, not a placeholder
-    assert len(report.mapped) == 58 and len(report.unsupported) == 13 and len(report.builtin) == 28
+    assert len(report.mapped) == 59 and len(report.unsupported) == 13 and len(report.builtin) == 27
 
 
 def test_seed_values_land_on_the_right_keys(seed):
@@ -185,3 +185,50 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, text, expected):
     assert code == 2 and stdout == ""
     assert expected in stderr and stderr.count("\n") == 1 and "Traceback" not in stderr
     assert not (tmp_path / "out.yaml").exists()
+
+
+SSDLITE = """
+model { ssd { num_classes: 2 image_resizer { fixed_shape_resizer { height: 320 width: 320 } }
+  feature_extractor { type: "%s" depth_multiplier: 1.0 min_depth: 16 use_depthwise: %s
+    override_base_feature_extractor_hyperparams: %s }
+  box_predictor { convolutional_box_predictor { kernel_size: 3 use_depthwise: %s use_dropout: false } } } }
+train_config { batch_size: 4 num_steps: 100 }
+"""
+FE = "model.ssd.feature_extractor."
+BP = "model.ssd.box_predictor.convolutional_box_predictor."
+
+
+@pytest.mark.parametrize("extractor, override, expected", [
+    ("ssd_mobilenet_v2_keras", "true", "ssd_mobilenet_v2_keras"),
+    ("ssd_mobilenet_v2", "true", "ssd_mobilenet_v2_keras"),  # the TF1 ssdlite_mobilenet_v2 configs
+    ("ssd_mobiledet_edgetpu", "false", "ssd_mobiledet_edgetpu"),
+])
+def test_ssdlite_configs_map_to_backbone_and_depthwise_keys(tmp_path, extractor, override, expected):
+    text = SSDLITE % (extractor, "true", override, "true")
+    cfg, report = import_config.import_pipeline(_write(tmp_path, text))
+    m = cfg.model
+    assert (m.feature_extractor, m.use_depthwise, m.box_predictor_kernel_size) == (expected, True, 3)
+    mapped = {e.path: e.detail for e in report.mapped}
+    assert mapped[FE + "type"] == "model.feature_extractor"
+    assert mapped[FE + "use_depthwise"] == mapped[BP + "use_depthwise"] == "model.use_depthwise"
+    builtin = {e.path: e.detail for e in report.builtin}
+    assert FE + "override_base_feature_extractor_hyperparams" in builtin
+    assert [e.path for e in report.unsupported if e.path.startswith((FE, BP))] == []
+
+
+@pytest.mark.parametrize("extractor, override", [
+    ("ssd_mobiledet_edgetpu", "true"), ("ssd_mobilenet_v2_keras", "false")])
+def test_backbone_hyperparameter_override_that_edgedet_does_not_do_is_listed(tmp_path, extractor, override):
+    cfg, report = import_config.import_pipeline(_write(tmp_path, SSDLITE % (extractor, "true", override, "true")))
+    reasons = {e.path: e.detail for e in report.unsupported}
+    reason = reasons[FE + "override_base_feature_extractor_hyperparams"]
+    assert "edgedet always uses {}".format(override == "false" and "true" or "false") in reason
+    assert ("MobileDet backbone keeps its own" in reason) == ("mobiledet" in extractor)
+
+
+def test_depthwise_extra_layers_without_a_depthwise_predictor_is_a_listed_conflict(tmp_path):
+    cfg, report = import_config.import_pipeline(
+        _write(tmp_path, SSDLITE % ("ssd_mobilenet_v2_keras", "true", "true", "false")))
+    assert cfg.model.use_depthwise  # the feature extractor's, which came first
+    reasons = {e.path: e.detail for e in report.unsupported}
+    assert "conflicts with {}use_depthwise = true".format(FE) in reasons[BP + "use_depthwise"]

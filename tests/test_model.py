@@ -76,3 +76,58 @@ def test_fewer_layers_still_match_anchors():
     assert model.outputs[0].shape[1] == len(app_anchors.anchors_from_config(cfg))
     predictors = [l.name for l in model.layers if l.name.endswith("_ClassPredictor")]
     assert len(predictors) == 4
+
+
+def _layer_kinds(model, prefix):
+    return [(type(l).__name__, l.name) for l in model.layers if l.name.startswith(prefix)]
+
+
+@pytest.mark.parametrize("extractor, first_map", [
+    ("ssd_mobilenet_v2_keras", "block_13_expand_relu"), ("ssd_mobiledet_edgetpu", "mobiledet_17_ibn_add")])
+def test_ssdlite_heads_are_separable_on_both_backbones(extractor, first_map):
+    cfg = _cfg(192, 224, feature_extractor=extractor, use_depthwise=True, box_predictor_kernel_size=3)
+    model = build_ssd(cfg)
+    n = len(app_anchors.anchors_from_config(cfg))
+    assert model.name == "ssdlite_" + extractor[4:].replace("_keras", "")
+    assert model.outputs[0].shape.as_list() == [None, n, 4]
+    assert model.outputs[1].shape.as_list() == [None, n, 3]
+    grids = [tuple(model.get_layer("BoxPredictor_{}_ClassPredictor".format(i)).output.shape[1:3])
+             for i in range(6)]
+    assert grids == app_anchors.feature_map_shapes(192, 224) == [(12, 14), (6, 7), (3, 4), (2, 2), (1, 1), (1, 1)]
+    # Predictor: 3x3 depthwise -> BN -> ReLU6 -> 1x1 conv with bias, on the backbone's stride-16 map.
+    head = model.get_layer("BoxPredictor_0_ClassPredictor_depthwise")
+    assert head.input.name.startswith(first_map)
+    assert [k for k, _ in _layer_kinds(model, "BoxPredictor_0_ClassPredictor")] == [
+        "DepthwiseConv2D", "BatchNormalization", "ReLU", "Conv2D"]
+    channels = int(head.input.shape[-1])
+    classes = model.get_layer("BoxPredictor_0_ClassPredictor")
+    assert head.kernel_size == (3, 3) and head.strides == (1, 1) and classes.kernel_size == (1, 1)
+    per_location = app_anchors.anchors_per_location(6, cfg.anchors.aspect_ratios, 1.0, False)[0]
+    # Hand count: depthwise 9C, BN 4C (gamma, beta, mean, variance), 1x1 conv C x (A x 3) + bias.
+    params = sum(l.count_params() for l in (head, model.get_layer(head.name + "_BN"), classes))
+    assert params == 9 * channels + 4 * channels + (channels + 1) * per_location * 3
+    # Extra layer: 1x1 conv, then 3x3 stride-2 depthwise and a 1x1 conv (each BN + ReLU6).
+    assert [k for k, _ in _layer_kinds(model, "layer_20_")] == [
+        "Conv2D", "BatchNormalization", "ReLU"] + ["DepthwiseConv2D", "BatchNormalization", "ReLU",
+                                                   "Conv2D", "BatchNormalization", "ReLU"]
+    extra = model.get_layer("layer_20_2_Conv2d_3x3_s2_256_depthwise")
+    assert extra.strides == (2, 2) and extra.kernel_size == (3, 3)
+    assert model.get_layer("layer_20_2_Conv2d_3x3_s2_256").kernel_size == (1, 1)
+
+
+def test_ssdlite_is_smaller_than_ssd_with_the_same_anchors():
+    ssd = build_ssd(_cfg(128, 128, box_predictor_kernel_size=3))
+    lite = build_ssd(_cfg(128, 128, use_depthwise=True, box_predictor_kernel_size=3))
+    assert ssd.outputs[0].shape.as_list() == lite.outputs[0].shape.as_list()
+    assert lite.count_params() < 0.6 * ssd.count_params()
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"feature_extractor": "ssd_resnet50"}, "model.feature_extractor: expected ssd_mobilenet_v2_keras | "
+                                            "ssd_mobiledet_edgetpu, got 'ssd_resnet50'"),
+    ({"feature_extractor": "ssd_mobiledet_edgetpu", "backbone_weights": "imagenet"},
+     "model.backbone_weights: ssd_mobiledet_edgetpu has no published Keras weights"),
+])
+def test_bad_backbone_choice_is_a_user_error(kw, match):
+    with pytest.raises(UserError, match=match):
+        build_ssd(_cfg(96, 96, **kw))

@@ -45,7 +45,12 @@ class ModelConfig:
     input_width: int = opt(224, "Model input width in pixels (fixed_shape_resizer.width).")
     resize: str = opt("bilinear", "Stretch to the input: bilinear (half-pixel centres) | bilinear_tf1 "
                       "(the OD API's TF1 resize; import-checkpoint sets it).")
-    depth_multiplier: float = opt(0.5, "MobileNetV2 width multiplier (alpha).")
+    feature_extractor: str = opt(
+        "ssd_mobilenet_v2_keras", "Backbone (OD API feature_extractor.type): ssd_mobilenet_v2_keras | "
+        "ssd_mobiledet_edgetpu.")
+    use_depthwise: bool = opt(
+        False, "SSDLite: depthwise-separable extra layers and box predictor (OD API use_depthwise).")
+    depth_multiplier: float = opt(0.5, "Backbone width multiplier (MobileNetV2 alpha, MobileDet filter scale).")
     min_depth: int = opt(16, "Smallest channel count of any feature layer.")
     backbone_weights: str = opt("none", "Backbone initialisation: none | imagenet (downloads via Keras).")
     anchors: AnchorConfig = opt(None, "ssd_anchor_generator settings.", AnchorConfig)

@@ -41,6 +41,7 @@ class Report(object):
     def __init__(self):
         self.mapped, self.builtin, self.unsupported, self.defaulted = [], [], [], []
         self.warnings = []
+        self.extractor = None  # feature_extractor.type: some rules depend on it
         self.values = {}   # config key -> value
         self.sources = {}  # config key -> field path that set it
 
@@ -76,6 +77,7 @@ def import_pipeline(path):
     msg = parse_pipeline(text, path)
     _check_model(msg, path)
     report = Report()
+    report.extractor = msg.model.ssd.feature_extractor.type
     for field_path, value in set_leaves(msg):
         _apply(report, field_path, _tidy(value))
     for field_path, value in default_leaves(msg):
@@ -96,7 +98,7 @@ def _check_model(msg, path):
 
 def _apply(report, path, value):
     """Sorts one set field into mapped / built in / not supported."""
-    rule = lookup(path)
+    rule = lookup(path, report.extractor)
     if isinstance(rule, Same):
         if _is_expected(value, rule.expected):
             report.builtin.append(Entry(path, value, rule.why))
@@ -137,7 +139,7 @@ def _assign(report, key, value, path):
 
 def _apply_default(report, path, value):
     """A field the file leaves unset: the OD API's default applies, so it applies here too."""
-    rule = lookup(path)
+    rule = lookup(path, report.extractor)
     if isinstance(rule, Same) and not _is_expected(value, rule.expected):
         report.unsupported.append(Entry(path, value, "not set, so the OD API default applies, but "
                                         "edgedet always uses {} ({})".format(

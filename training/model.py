@@ -1,6 +1,7 @@
-"""SSD MobileNetV2 (the OD API `ssd_mobilenet_v2_keras` meta-architecture) in tf_keras.
+"""SSD and SSDLite on MobileNetV2 or MobileDet-EdgeTPU (the OD API SSD meta-architecture) in tf_keras.
 
-The network, as the seed pipeline.config defines it:
+`model.feature_extractor` picks the backbone, `model.use_depthwise` the SSDLite heads. The
+default network, SSD MobileNetV2 as the seed pipeline.config defines it:
   * backbone: tf_keras.applications.MobileNetV2(alpha=depth_multiplier), rebuilt
     from its config with the seed's conv hyperparameters (truncated normal
     initializer, L2 on kernels, batch-norm decay/epsilon) and the OD API's depth
@@ -12,6 +13,10 @@ The network, as the seed pipeline.config defines it:
     head (A * num_classes, bias `class_prediction_bias_init`), reshaped to one row
     per anchor in the order grid row -> grid column -> anchor kind, then
     concatenated over the feature maps.
+`ssd_mobiledet_edgetpu` replaces the backbone by training/mobiledet.py (feature maps C4 and C5).
+SSDLite (`use_depthwise`, the OD API's ssdlite configs) makes each extra layer's 3x3 stride-2
+conv a 3x3 depthwise conv (BN + RELU6) followed by a 1x1 conv, and puts a k x k depthwise conv
+(BN + RELU6) before each 1x1 predictor conv.
 Only Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, ZeroPadding2D, Add,
 Reshape and Concatenate layers are used, so tfmot's quantize_model handles it.
 """
@@ -23,10 +28,12 @@ import tf_keras as keras
 from app import anchors as app_anchors
 from app import preprocess as app_preprocess
 from app.errors import UserError
+from training import mobiledet
 
 # The OD API's extra feature layer depths for SSD MobileNetV2 (before depth_multiplier).
 EXTRA_LAYER_DEPTHS = (512, 256, 256, 128)
 BACKBONE_FEATURES = ("block_13_expand_relu", "out_relu")
+FEATURE_EXTRACTORS = ("ssd_mobilenet_v2_keras", "ssd_mobiledet_edgetpu")
 # Width multipliers Keras publishes ImageNet MobileNetV2 weights for.
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 # The OD API scales MobileNetV2's last 1x1 conv (1280 channels) by alpha when alpha < 1.
@@ -150,10 +157,33 @@ def _conv_bn_relu6(x, filters, kernel, stride, name, model_cfg, hyper):
         filters, kernel, strides=stride, padding="same", use_bias=False,
         kernel_initializer=keras.initializers.deserialize(hyper["initializer"]),
         kernel_regularizer=keras.regularizers.deserialize(hyper["regularizer"]), name=name)(x)
+    return _bn_relu6(x, name, model_cfg)
+
+
+def _depthwise_bn_relu6(x, kernel, stride, name, model_cfg, hyper):
+    """SSDLite's depthwise half: depthwise conv (no bias, not regularized) -> BatchNorm -> ReLU6."""
+    x = keras.layers.DepthwiseConv2D(
+        kernel, strides=stride, padding="same", use_bias=False,
+        depthwise_initializer=keras.initializers.deserialize(hyper["initializer"]), name=name)(x)
+    return _bn_relu6(x, name, model_cfg)
+
+
+def _bn_relu6(x, name, model_cfg):
+    """BatchNorm (name_BN) -> ReLU6 (name_relu6) after the conv called `name`."""
     x = keras.layers.BatchNormalization(
         momentum=model_cfg.batch_norm_decay, epsilon=model_cfg.batch_norm_epsilon,
         name=name + "_BN")(x)
     return keras.layers.ReLU(6.0, name=name + "_relu6")(x)
+
+
+def _backbone_maps(model_cfg):
+    """(input "image", [stride-16 map, stride-32 map]) of the configured backbone."""
+    if model_cfg.feature_extractor == "ssd_mobiledet_edgetpu":
+        backbone = mobiledet.build_mobiledet_edgetpu(
+            model_cfg.input_height, model_cfg.input_width, model_cfg.depth_multiplier)
+        return backbone.input, list(backbone.outputs)
+    backbone = build_backbone(model_cfg)
+    return backbone.input, [backbone.get_layer(n).output for n in BACKBONE_FEATURES]
 
 
 def extra_layers(model_cfg):
@@ -164,7 +194,8 @@ def extra_layers(model_cfg):
 
     Returns:
       list of ((name, filters, kernel, stride) of the 1x1 conv, the same of the 3x3
-      stride-2 conv); each conv is followed by a batch norm called name + "_BN".
+      stride-2 conv); each conv is followed by a batch norm called name + "_BN". With SSDLite
+      (use_depthwise) the 3x3 conv is a depthwise conv name + "_depthwise" and a 1x1 conv `name`.
     """
     layers = []
     for i, depth in enumerate(EXTRA_LAYER_DEPTHS[:model_cfg.anchors.num_layers - len(BACKBONE_FEATURES)]):
@@ -182,21 +213,40 @@ def predictor_names(index):
     return name + "_BoxEncodingPredictor", name + "_ClassPredictor"
 
 
-def _feature_maps(backbone, model_cfg, num_layers):
+def _extra_layer(x, convs, model_cfg, hyper):
+    """One extra feature layer from its extra_layers() spec: 1x1 conv, then the 3x3 stride-2 conv
+    (SSDLite: depthwise 3x3 stride 2, then 1x1)."""
+    (name1, filters1, kernel1, stride1), (name, filters, kernel, stride) = convs
+    x = _conv_bn_relu6(x, filters1, kernel1, stride1, name1, model_cfg, hyper)
+    if model_cfg.use_depthwise:
+        x = _depthwise_bn_relu6(x, kernel, stride, name + "_depthwise", model_cfg, hyper)
+        return _conv_bn_relu6(x, filters, 1, 1, name, model_cfg, hyper)
+    return _conv_bn_relu6(x, filters, kernel, stride, name, model_cfg, hyper)
+
+
+def _feature_maps(backbone_maps, model_cfg, num_layers):
     """The SSD feature maps: two from the backbone, then the extra stride-2 layers."""
-    maps = [backbone.get_layer(n).output for n in BACKBONE_FEATURES][:num_layers]
+    maps = backbone_maps[:num_layers]
     hyper = _feature_hyperparams(model_cfg)
     x = maps[-1]
     for convs in extra_layers(model_cfg):
-        for name, filters, kernel, stride in convs:
-            x = _conv_bn_relu6(x, filters, kernel, stride, name, model_cfg, hyper)
+        x = _extra_layer(x, convs, model_cfg, hyper)
         maps.append(x)
     return maps
 
 
-def _predictor_conv(filters, name, model_cfg, bias_init=0.0):
+def _predictor(fmap, filters, name, model_cfg, bias_init=0.0):
+    """One predictor head on fmap [B, h, w, C] -> [B, h, w, filters] (SSDLite: depthwise first)."""
+    kernel = model_cfg.box_predictor_kernel_size
+    if model_cfg.use_depthwise:
+        fmap = _depthwise_bn_relu6(fmap, kernel, 1, name + "_depthwise", model_cfg,
+                                   _feature_hyperparams(model_cfg))
+        kernel = 1
+    return _predictor_conv(filters, kernel, name, model_cfg, bias_init)(fmap)
+
+
+def _predictor_conv(filters, k, name, model_cfg, bias_init=0.0):
     """A convolutional_box_predictor head conv: random normal 0.01, L2, bias, no BN."""
-    k = model_cfg.box_predictor_kernel_size
     return keras.layers.Conv2D(
         filters, k, padding="same", use_bias=True,
         kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.01),
@@ -206,8 +256,14 @@ def _predictor_conv(filters, name, model_cfg, bias_init=0.0):
 
 def _check_model_cfg(model_cfg):
     a = model_cfg.anchors
+    if model_cfg.feature_extractor not in FEATURE_EXTRACTORS:
+        raise UserError("config: model.feature_extractor: expected {}, got {!r}".format(
+            " | ".join(FEATURE_EXTRACTORS), model_cfg.feature_extractor))
+    if model_cfg.feature_extractor != FEATURE_EXTRACTORS[0] and model_cfg.backbone_weights != "none":
+        raise UserError("config: model.backbone_weights: {} has no published Keras weights; set "
+                        "model.backbone_weights: none".format(model_cfg.feature_extractor))
     if not 2 <= a.num_layers <= len(BACKBONE_FEATURES) + len(EXTRA_LAYER_DEPTHS):
-        raise UserError("config: model.anchors.num_layers: SSD MobileNetV2 has 2..6 feature maps, "
+        raise UserError("config: model.anchors.num_layers: the SSD has 2..6 feature maps, "
                         "got {}".format(a.num_layers))
     if not model_cfg.labels:
         raise UserError("config: model.labels: expected at least one class name, got none")
@@ -223,7 +279,7 @@ def _check_model_cfg(model_cfg):
 
 
 def build_ssd(model_cfg):
-    """Builds the SSD MobileNetV2 Keras model.
+    """Builds the SSD (or SSDLite) Keras model on the configured backbone.
 
     Args:
       model_cfg: training.config.ModelConfig-like.
@@ -236,21 +292,24 @@ def build_ssd(model_cfg):
     _check_model_cfg(model_cfg)
     a = model_cfg.anchors
     num_classes = len(model_cfg.labels)
-    backbone = build_backbone(model_cfg)
-    maps = _feature_maps(backbone, model_cfg, a.num_layers)
+    inputs, backbone_maps = _backbone_maps(model_cfg)
+    maps = _feature_maps(backbone_maps, model_cfg, a.num_layers)
     per_location = app_anchors.anchors_per_location(
         a.num_layers, a.aspect_ratios, a.interpolated_scale_aspect_ratio,
         a.reduce_boxes_in_lowest_layer)
     boxes, logits = [], []
     for i, (fmap, count) in enumerate(zip(maps, per_location)):
         box_name, class_name = predictor_names(i)
-        b = _predictor_conv(count * 4, box_name, model_cfg)(fmap)
+        b = _predictor(fmap, count * 4, box_name, model_cfg)
         boxes.append(keras.layers.Reshape((-1, 4), name="BoxPredictor_{}_box_reshape".format(i))(b))
-        c = _predictor_conv(count * num_classes, class_name, model_cfg,
-                            model_cfg.class_prediction_bias_init)(fmap)
-        logits.append(keras.layers.Reshape((-1, num_classes),
-                                           name="BoxPredictor_{}_class_reshape".format(i))(c))
+        c = _predictor(fmap, count * num_classes, class_name, model_cfg, model_cfg.class_prediction_bias_init)
+        logits.append(keras.layers.Reshape((-1, num_classes), name="BoxPredictor_{}_class_reshape".format(i))(c))
     box_encodings = keras.layers.Concatenate(axis=1, name="box_encodings")(boxes)
     class_logits = keras.layers.Concatenate(axis=1, name="class_logits")(logits)
-    inputs = backbone.input
-    return keras.Model(inputs, [box_encodings, class_logits], name="ssd_mobilenet_v2")
+    return keras.Model(inputs, [box_encodings, class_logits], name=_model_name(model_cfg))
+
+
+def _model_name(model_cfg):
+    """e.g. ssd_mobilenet_v2, ssdlite_mobiledet_edgetpu (the OD API's config names)."""
+    backbone = model_cfg.feature_extractor[len("ssd_"):].replace("_keras", "")
+    return ("ssdlite_" if model_cfg.use_depthwise else "ssd_") + backbone

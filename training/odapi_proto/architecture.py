@@ -2,12 +2,14 @@
 
 Every pipeline.config parses (the schema is the OD API's whole), so a model edgedet does not
 build is recognized by what it sets, not by a parse error: a non-SSD model, an FPN or BiFPN
-feature extractor, another backbone, SSDLite's depthwise layers, or a component (anchor
-generator, box predictor, ...) other than the one edgedet implements.
+feature extractor, another backbone, or a component (anchor generator, box predictor, ...)
+other than the one edgedet implements. SSDLite (use_depthwise) and MobileDet-EdgeTPU are built.
 """
 
-SUPPORTED_EXTRACTORS = ("ssd_mobilenet_v2_keras", "ssd_mobilenet_v2")
-HINT = "start from an SSD MobileNetV2 config such as ssd_mobilenet_v2_320x320_coco17_tpu-8.config"
+# ssd_mobilenet_v2 is the TF1 (slim) name of the network ssd_mobilenet_v2_keras builds in TF2.
+SUPPORTED_EXTRACTORS = ("ssd_mobilenet_v2_keras", "ssd_mobilenet_v2", "ssd_mobiledet_edgetpu")
+HINT = ("start from an SSD(Lite) MobileNetV2 or SSDLite MobileDet-EdgeTPU config such as "
+        "ssd_mobilenet_v2_320x320_coco17_tpu-8.config")
 
 # DetectionModel oneof choice -> what it is.
 NON_SSD = {
@@ -59,12 +61,8 @@ def _feature_extractor_reason(extractor):
         return ("model.ssd.feature_extractor: '{}' is an FPN feature extractor, which edgedet does "
                 "not build (no FPN); {}".format(extractor.type, HINT))
     if extractor.type not in SUPPORTED_EXTRACTORS:
-        return ("model.ssd.feature_extractor.type '{}' is not supported (edgedet builds the "
-                "MobileNetV2 backbone: {}); {}".format(
-                    extractor.type, " or ".join(SUPPORTED_EXTRACTORS), HINT))
-    if extractor.use_depthwise:
-        return ("model.ssd.feature_extractor.use_depthwise: true (SSDLite's depthwise extra layers) "
-                "is not supported; edgedet builds plain SSD layers; {}".format(HINT))
+        return ("model.ssd.feature_extractor.type '{}' is not supported (edgedet builds these "
+                "backbones: {}); {}".format(extractor.type, ", ".join(SUPPORTED_EXTRACTORS), HINT))
     return None
 
 
@@ -74,8 +72,4 @@ def _component_reason(ssd):
         choice = block.WhichOneof(oneof) if ssd.HasField(name) else None
         if choice is not None and choice != supported:
             return "model.ssd.{}.{} is not supported: {}; {}".format(name, choice, why, HINT)
-    predictor = ssd.box_predictor.convolutional_box_predictor
-    if predictor.use_depthwise:
-        return ("model.ssd.box_predictor.convolutional_box_predictor.use_depthwise: true (SSDLite's "
-                "depthwise head) is not supported; edgedet's head is plain convolutions; " + HINT)
     return None

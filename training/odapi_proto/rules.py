@@ -14,7 +14,6 @@ Three kinds of rule:
 import collections
 
 from training.config import AUGMENTATIONS
-from training.odapi_proto.architecture import SUPPORTED_EXTRACTORS
 
 Key = collections.namedtuple("Key", "key convert")
 Key.__new__.__defaults__ = (None,)
@@ -46,6 +45,11 @@ def _color_ordering(value):
     if value not in (0, 1):
         raise NotSupported("the OD API defines color_ordering 0 and 1 only")
     return value
+
+
+def _feature_extractor(value):
+    # ssd_mobilenet_v2 is the TF1 (slim) name of the network ssd_mobilenet_v2_keras builds in TF2.
+    return "ssd_mobilenet_v2_keras" if value == "ssd_mobilenet_v2" else value
 
 
 SSD = "model.ssd."
@@ -94,13 +98,13 @@ RULES = {
     SSD + "image_resizer.fixed_shape_resizer.resize_method": Same(
         "BILINEAR", "app/preprocess.py stretches with bilinear resize"),
     SSD + "image_resizer.fixed_shape_resizer.convert_to_grayscale": Same(False, "input is RGB"),
-    FE + "type": Same(SUPPORTED_EXTRACTORS, "the backbone is MobileNetV2 (TF2 and TF1 names)"),
+    FE + "type": Key("model.feature_extractor", _feature_extractor),  # checked on import (architecture.py)
     FE + "depth_multiplier": Key("model.depth_multiplier"),
     FE + "min_depth": Key("model.min_depth"),
     FE + "num_layers": Key("model.anchors.num_layers"),
     FE + "pad_to_multiple": Same(1, "the input is not padded"),
     FE + "use_explicit_padding": Same(False, "convolutions use 'same' padding"),
-    FE + "use_depthwise": Same(False, "the SSD extra layers are plain 1x1 + 3x3 convolutions"),
+    FE + "use_depthwise": Key("model.use_depthwise"),  # SSDLite extra layers
     FE + "override_base_feature_extractor_hyperparams": Same(
         True, "one set of conv hyperparameters applies to the backbone and the extra layers"),
     FE + "replace_preprocessor_with_placeholder": No("export graph option; edgedet exports its own"),
@@ -127,7 +131,7 @@ RULES = {
     BP + "dropout_keep_probability": No("only used with use_dropout: true; edgedet has no dropout"),
     BP + "box_code_size": Same(4, "boxes are coded as (ty, tx, th, tw)"),
     BP + "apply_sigmoid_to_scores": Same(False, "the predictor outputs logits"),
-    BP + "use_depthwise": Same(False, "the predictor uses plain convolutions"),
+    BP + "use_depthwise": Key("model.use_depthwise"),  # SSDLite predictor; one key for both
     BP + "box_encodings_clip_range.*": No("box encodings are not clipped in edgedet"),
     SSD + "anchor_generator.ssd_anchor_generator.num_layers": Key("model.anchors.num_layers"),
     SSD + "anchor_generator.ssd_anchor_generator.min_scale": Key("model.anchors.min_scale"),
@@ -275,6 +279,15 @@ RULES.update({SSD_CROP + name: Key("train.ssd_random_crop.operations[]." + name)
 RULES.update(_hyperparams(FE + "conv_hyperparams."))
 RULES.update(_hyperparams(BP + "conv_hyperparams."))
 
+# Rules that differ by feature_extractor.type; they take precedence over RULES.
+EXTRACTOR_RULES = {
+    "ssd_mobiledet_edgetpu": {
+        FE + "override_base_feature_extractor_hyperparams": Same(
+            False, "the MobileDet backbone keeps its own OD API hyperparameters (He-normal, L2 4e-5, "
+            "batch norm decay 0.99, epsilon 0.01); conv_hyperparams apply to the extra layers"),
+    },
+}
+
 UNKNOWN = No("edgedet has no equivalent for this OD API field")
 
 
@@ -284,9 +297,11 @@ def normalize(path):
     return re.sub(r"\[\d+\]", "[]", path)
 
 
-def lookup(path):
-    """The rule for a field path (indices allowed); UNKNOWN if no rule covers it."""
+def lookup(path, extractor=None):
+    """The rule for a field path (indices allowed) in a config of that feature_extractor.type."""
     path = normalize(path)
+    if path in EXTRACTOR_RULES.get(extractor, {}):
+        return EXTRACTOR_RULES[extractor][path]
     if path in RULES:
         return RULES[path]
     parts = path.split(".")
