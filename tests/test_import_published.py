@@ -85,9 +85,6 @@ def test_tf1_quantized_graph_rewriter_maps_to_quantization_enabled_and_delay():
     ("ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config",
      "'ssd_mobilenet_v2_fpn_keras' is an FPN feature extractor"),
     ("faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config", "model.faster_rcnn is a Faster R-CNN"),
-    ("ssdlite_mobiledet_edgetpu_320x320_coco_sync_4x4.config",
-     "model.ssd.feature_extractor.type 'ssd_mobiledet_edgetpu' is not supported"),
-    ("ssdlite_mobilenet_v2_coco.config", "model.ssd.feature_extractor.use_depthwise: true"),
 ])
 def test_architectures_edgedet_does_not_build_exit_2_with_one_line(tmp_path, capsys, name, expected):
     out = tmp_path / "config.yaml"
@@ -161,8 +158,19 @@ def test_an_undefined_color_ordering_is_listed_not_supported(tmp_path):
     assert cfg.train.distort_color.enabled and cfg.train.distort_color.color_ordering == 0
 
 
-def test_the_tf1_backbone_name_is_built_in_not_unsupported():
-    _, report = import_config.import_pipeline(str(TF1_QUANTIZED))
-    builtin = {e.path: e.value for e in report.builtin}
-    assert builtin["model.ssd.feature_extractor.type"] == "ssd_mobilenet_v2"
+def test_the_tf1_backbone_name_maps_to_the_tf2_one():
+    cfg, report = import_config.import_pipeline(str(TF1_QUANTIZED))
+    assert cfg.model.feature_extractor == "ssd_mobilenet_v2_keras"
     assert not [e for e in report.unsupported if e.path == "model.ssd.feature_extractor.type"]
+
+
+@pytest.mark.parametrize("name, extractor", [
+    ("ssdlite_mobilenet_v2_coco.config", "ssd_mobilenet_v2_keras"),
+    ("ssdlite_mobiledet_edgetpu_320x320_coco_sync_4x4.config", "ssd_mobiledet_edgetpu"),
+])
+def test_published_ssdlite_configs_import_as_ssdlite(tmp_path, capsys, name, extractor):
+    out = tmp_path / "config.yaml"
+    code, _, stderr = _run([str(CONFIGS / name), "-o", str(out)], capsys)
+    assert code == 0, stderr
+    cfg = train_config.load_config(str(out))
+    assert (cfg.model.feature_extractor, cfg.model.use_depthwise) == (extractor, True)
