@@ -59,6 +59,14 @@ def test_inconsistent_config_without_steps_is_still_an_error_naming_the_key(tmp_
         trainer.config_with_overrides(load_config(str(config)))
 
 
+def test_resume_moves_only_the_end_of_the_schedule():
+    # A resumed run (e.g. fine-tuning an imported checkpoint) keeps its warmup and QAT start.
+    cfg = load_config(str(ROOT / "config.yaml"))
+    out = io.StringIO()
+    t = trainer.config_with_overrides(cfg, steps=6000, out=out, resume=True).train
+    assert (t.steps, t.warmup_steps, t.quantization.delay) == (6000, 300, 4000) and out.getvalue() == ""
+
+
 @pytest.mark.parametrize("steps", [0, -3])
 def test_meaningless_steps_are_refused(steps):
     with pytest.raises(UserError, match="--steps: expected >= 1, got {}".format(steps)):

@@ -45,11 +45,12 @@ def add_arguments(parser):
     parser.add_argument("--skip-bad", action="store_true", help="skip corrupt records (counted)")
 
 
-def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False, out=None):
+def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False, out=None, resume=False):
     """Applies the CLI overrides (--data, --steps, --skip-bad) to a loaded config.
 
     The config must be consistent as written; --steps then rescales its schedule
-    (schedule.rescaled) and says so on `out` (default: stdout).
+    (schedule.rescaled) and says so on `out` (default: stdout). With `resume` the run's
+    schedule so far stays as it was: --steps only moves the end (the run continues to it).
     """
     from training.data import dataset as data_io
 
@@ -59,9 +60,13 @@ def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False, out=No
     if cfg.train.steps < 1:
         raise UserError("config: train.steps: expected >= 1, got {}".format(cfg.train.steps))
     check_train_config(cfg.train)
-    train_cfg, note = schedule.rescaled(cfg.train, steps)
-    if note:
-        print(note, file=out or sys.stdout)
+    if resume and steps is not None:
+        train_cfg = training_config.app_config.replace(cfg.train, steps=steps)
+        check_train_config(train_cfg)
+    else:
+        train_cfg, note = schedule.rescaled(cfg.train, steps)
+        if note:
+            print(note, file=out or sys.stdout)
     return training_config.app_config.replace(cfg, data=data, train=train_cfg)
 
 
@@ -347,7 +352,7 @@ def run(args):
     from training.data import dataset as data_io
 
     cfg = config_with_overrides(training_config.load_config(args.config), args.data, args.steps,
-                                args.skip_bad)
+                                args.skip_bad, resume=args.resume)
     workdir = args.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.config))[0])
     strategy = distribute.choose_strategy()
