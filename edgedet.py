@@ -25,6 +25,7 @@ import threading
 
 from app import cli, postprocess
 from app.live_app import LiveApp
+from app.errors import UserError
 
 __all__ = ["Detection", "Frame", "stream", "Detector"]
 
@@ -62,7 +63,9 @@ def _settings(model, source, config, settings):
     """(DeviceConfig, threshold overrides, config name) as `edgedet run` resolves them."""
     try:
         args = cli.build_parser().parse_args(_flags(model, source, config, settings))
-    except SystemExit:
+    except UserError as e:  # app.arguments.Parser: a bad value is the CLI's message, an unknown flag a TypeError
+        if not str(e).startswith("unrecognized arguments"):
+            raise
         raise TypeError("unknown or bad keyword argument among {}; they are edgedet run's flags "
                         "(max_frames=, reference=False, events=, http=, threads=, ...)".format(sorted(settings))) from None
     return cli.resolve_settings(args) + (args.config or "<defaults>",)

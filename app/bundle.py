@@ -210,7 +210,7 @@ def _resize_method(data, where):
     from app.preprocess import RESIZE_METHODS
     if "resize_method" not in data["input"]:
         return "bilinear"
-    method = _get(data, "input.resize_method", str, where)
+    method = get_key(data, "input.resize_method", str, where)
     if method not in RESIZE_METHODS:
         raise UserError("{}: 'input.resize_method' must be one of {}, got {!r}. {}."
                         .format(where, " | ".join(RESIZE_METHODS), method, _REEXPORT))

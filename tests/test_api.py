@@ -58,7 +58,7 @@ def test_detector_finds_the_shapes_of_a_synthetic_image():
 
 def test_bad_input_raises_the_cli_message():
     import edgedet
-    with pytest.raises(UserError, match="no such bundle directory"):
+    with pytest.raises(UserError, match="no such file or folder"):
         edgedet.Detector("/no/such/bundle")
     with pytest.raises(TypeError, match="edgedet run's flags"):
         next(edgedet.stream(no_such_flag=1))
