@@ -254,7 +254,6 @@ def render_yaml(sections, values=None):
       sections: dict of section name -> dataclass type.
       values: optional dict of section name -> dataclass instance (defaults otherwise).
     """
-    import yaml
     lines = []
 
     def emit(obj, indent):

@@ -13,7 +13,6 @@ protos) predates three fields of today's tensorflow/models; LATER_FIELDS adds th
 """
 
 import os
-import subprocess
 import sys
 import tempfile
 

@@ -13,7 +13,6 @@ import os
 import tempfile
 
 from app import arguments
-from app.errors import UserError
 from training import bundle_writer
 from training.edgetpu import attach, compiler
 
