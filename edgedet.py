@@ -23,7 +23,8 @@ app.errors.UserError with the CLI's one-line message.
 import collections
 import threading
 
-from app import cli, postprocess
+from app import cli
+from app.model import postprocess
 from app.live_app import LiveApp
 from app.errors import UserError
 
@@ -168,7 +169,7 @@ class Detector(object):
     """
 
     def __init__(self, model="models/demo", **settings):
-        from app import workers
+        from app.inference import workers
         cfg, overrides, _ = _settings(model, "synthetic", None, settings)
         self._live = workers.LiveModel(cfg.app, overrides)
         self._worker = self._live.pairs[0][1]

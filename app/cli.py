@@ -15,7 +15,8 @@ import logging
 import signal
 import sys
 
-from app import arguments, config, devices, runtime
+from app import arguments, config
+from app.inference import devices, runtime
 from app.errors import run_cli
 from app.live_app import LiveApp
 from app.redact import redact_logging

@@ -7,12 +7,15 @@ the float model at once), web view, then READY=1 to systemd and the threads.
 
 import logging
 
-from app import devices, objects, overlay, runtime, service, sinks, webview, workers
+from app.inference import devices, runtime, workers
+from app.tracking import objects
+from app.outputs import overlay, sinks, webview
+from app import service
 from app.errors import UserError
-from app.pipeline import Pipeline
+from app.pipeline.threads import Pipeline
 from app.redact import redact
-from app.sources import open_source
-from app.stats import Stats
+from app.capture.sources import open_source
+from app.pipeline.stats import Stats
 
 log = logging.getLogger("edgedet")
 

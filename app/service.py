@@ -8,7 +8,7 @@ frames, and the float-reference guard. Each is a pipeline sink (write(FrameResul
 - `FrameFeed`: keeps a reference to the newest FrameResult (O(1) on the output thread)
   and draws + JPEG-encodes it only when the web view asks, at most `max_fps` times a
   second, on the web view's request thread. Nobody watching costs nothing.
-- `ReferenceGuard`: wires `app.reference.ReferenceChecker` in: offers frames from the
+- `ReferenceGuard`: wires `app.check.reference.ReferenceChecker` in: offers frames from the
   output stage, sends its events through the pipeline, records the agreement in the
   stats, swaps the live workers to the float model on fallback, and turns on_mismatch
   exit into EXIT_REFERENCE_MISMATCH.
@@ -18,7 +18,8 @@ import logging
 import threading
 import time
 
-from app import reference, sdnotify
+from app.check import reference
+from app import sdnotify
 from app.redact import redact
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class SystemdNotifier(object):
     """sd_notify as a pipeline sink; put it LAST in the sink list.
 
     Args:
-      stats: app.stats.Stats (for the STATUS= line).
+      stats: app.pipeline.stats.Stats (for the STATUS= line).
       env: environment mapping (os.environ by default; tests pass their own).
     """
 
@@ -128,16 +129,16 @@ class FrameFeed(object):
 
 
 class ReferenceGuard(object):
-    """The float-reference check as a pipeline sink (see app.reference for the checks).
+    """The float-reference check as a pipeline sink (see app.check.reference for the checks).
 
     Args:
-      bundle: app.bundle.Bundle with model_float.tflite.
+      bundle: app.model.bundle.Bundle with model_float.tflite.
       thresholds: the live decoder's decode_ssd keyword arguments.
-      live_engine: app.runtime.Engine of the live model (for naming the likely cause).
+      live_engine: app.inference.runtime.Engine of the live model (for naming the likely cause).
       live_key: "edgetpu" | "int8" (a float live model is not checked).
       settings: app.config.ReferenceConfig.
       fallback_threads: CPU threads of the float model after a fallback (0 = auto: all cores but one).
-      stats: app.stats.Stats; gets the latest agreement, the check count and the action.
+      stats: app.pipeline.stats.Stats; gets the latest agreement, the check count and the action.
     """
 
     def __init__(self, bundle, thresholds, live_engine, live_key, settings, fallback_threads, stats):

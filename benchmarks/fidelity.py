@@ -59,7 +59,7 @@ def main(argv):
     parser.add_argument("--max-drop", type=float, default=0.02, help="gate's allowed relative mAP drop")
     parser.add_argument("--json", help="also write the result as JSON here")
     args = parser.parse_args(argv)
-    from app.bundle import load_bundle
+    from app.model.bundle import load_bundle
     from training import fidelity
     bundle = load_bundle(args.bundle)
     for kind in ("float", "int8"):

@@ -36,7 +36,7 @@ def above(dets, threshold):
 
 def reference(odapi):
     """(score threshold, Detections per eval image) of reference_detections.json."""
-    from app.postprocess import Detections
+    from app.model.postprocess import Detections
     with open(os.path.join(odapi, "reference_detections.json")) as f:
         data = json.load(f)
     dets = [Detections(np.array([d["box"] for d in i["detections"]], np.float32).reshape(-1, 4),
@@ -50,8 +50,8 @@ def main(argv=None):
     parser.add_argument("--bundle", required=True, help="convert-savedmodel bundle of ODAPI/saved_model")
     parser.add_argument("--odapi", default=DEFAULT_ODAPI, help="the fixture folder (default: ../shared/...)")
     args = parser.parse_args(argv)
-    from app.agreement import pooled_agreement
-    from app.workers import FOREIGN_DEFAULTS
+    from app.check.agreement import pooled_agreement
+    from app.inference.workers import FOREIGN_DEFAULTS
     from training import convert, evaluate, postprocess_model
     from training.data.coco import load_coco
     images_dir = os.path.join(args.odapi, "eval_images")

@@ -41,14 +41,16 @@ import time
 
 import numpy as np
 
-from app import live_model, overlay, postprocess, runtime
-from app.bundle import load_bundle
+from app.inference import live_model, runtime
+from app.outputs import overlay
+from app.model import postprocess
+from app.model.bundle import load_bundle
 from app.config import FilterConfig, ObjectsConfig, SourceObjectsConfig, ZoneConfig
-from app.objects import ObjectStages, SourceObjects
-from app.pipeline import Pipeline
-from app.sources import SyntheticSource
-from app.stats import Stats
-from app.synthetic import MovingScene
+from app.tracking.objects import ObjectStages, SourceObjects
+from app.pipeline.threads import Pipeline
+from app.capture.sources import SyntheticSource
+from app.pipeline.stats import Stats
+from app.capture.synthetic import MovingScene
 
 
 def _worker(bundle, precision, threads):
@@ -155,7 +157,7 @@ BENCH_OBJECTS = SourceObjectsConfig(
 
 
 def bench_stage(name, labels):
-    """app.objects.SourceObjects of one source with BENCH_OBJECTS and the default tracker."""
+    """app.tracking.objects.SourceObjects of one source with BENCH_OBJECTS and the default tracker."""
     return SourceObjects(name, labels, ObjectsConfig(), BENCH_OBJECTS, "benchmark")
 
 
@@ -174,8 +176,8 @@ def threaded(worker, labels, frames, source=None, with_objects=False):
 def make_untrained(out):
     """Demo-architecture bundle with random weights (needs TensorFlow); returns `out`."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from app import anchors as app_anchors
-    from app.synthetic import render_scene
+    from app.model import anchors as app_anchors
+    from app.capture.synthetic import render_scene
     from training import convert_tflite
     from training.config import load_config
     from training.model import build_ssd

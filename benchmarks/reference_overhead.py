@@ -17,11 +17,12 @@ import sys
 import threading
 import time
 
-from app import overlay, service
-from app.bundle import load_bundle
+from app.outputs import overlay
+from app import service
+from app.model.bundle import load_bundle
 from app.config import ReferenceConfig
-from app.pipeline import Pipeline
-from app.stats import Stats
+from app.pipeline.threads import Pipeline
+from app.pipeline.stats import Stats
 from benchmarks.pipeline import ReplaySource, _worker
 
 WARMUP_FRAMES = 10

@@ -17,12 +17,13 @@ import sys
 
 import numpy as np
 
-from app import live_model, postprocess, runtime
-from app.bundle import load_bundle
+from app.inference import live_model, runtime
+from app.model import postprocess
+from app.model.bundle import load_bundle
 from app.config import ObjectsConfig
-from app.nms import iou_matrix
-from app.synthetic import MovingScene
-from app.tracker import Tracker
+from app.model.nms import iou_matrix
+from app.capture.synthetic import MovingScene
+from app.tracking.tracker import Tracker
 
 WIDTH, HEIGHT = 640, 480
 SCENE_IDS = 1000000

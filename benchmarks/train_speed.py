@@ -19,8 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from app import anchors as app_anchors  # noqa: E402
-from app import synthetic  # noqa: E402
+from app.model import anchors as app_anchors  # noqa: E402
+from app.capture import synthetic  # noqa: E402
 from training import config as training_config  # noqa: E402
 from training import model as ssd_model  # noqa: E402
 from training import train as trainer  # noqa: E402

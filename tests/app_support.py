@@ -28,9 +28,9 @@ THRESHOLDS = {"score_threshold": 0.4, "iou_threshold": 0.6, "max_detections": 5,
 
 
 def cpu_worker(bundle_dir, precision="int8"):
-    """app.pipeline.Worker of the bundle's `precision` model on one CPU thread."""
-    from app import live_model, runtime
-    from app.bundle import load_bundle
+    """app.pipeline.threads.Worker of the bundle's `precision` model on one CPU thread."""
+    from app.inference import live_model, runtime
+    from app.model.bundle import load_bundle
     bundle = load_bundle(bundle_dir)
     engine, key = runtime.open_bundle_engine(bundle, "cpu", precision, num_threads=1)
     return live_model.bundle_worker(engine, bundle, key, THRESHOLDS)
@@ -39,7 +39,7 @@ def cpu_worker(bundle_dir, precision="int8"):
 def write_samples(folder, count=NUM_SAMPLES, seed=11):
     """Writes `count` synthetic scenes to folder/samples/; returns their bundle-relative names."""
     import cv2
-    from app import synthetic
+    from app.capture import synthetic
     rng = np.random.RandomState(seed)
     os.makedirs(os.path.join(folder, "samples"))
     names = []
@@ -56,7 +56,7 @@ def raw_pixel_int8(folder):
     import cv2
     import tensorflow as tf
     import tiny_bundle as tb
-    from app import synthetic
+    from app.capture import synthetic
 
     saved = os.path.join(folder, "saved_model")
     tf.saved_model.save(tb._build_keras_model(), saved)  # the same seeded network as model_float.tflite
@@ -66,7 +66,7 @@ def raw_pixel_int8(folder):
         for _ in range(8):
             image, _, _ = synthetic.render_scene(rng, 240, 320)
             rgb = cv2.resize(image[..., ::-1], (tb.WIDTH, tb.HEIGHT)).astype(np.float32)
-            yield [rgb[None]]  # float32 0..255: NOT app.preprocess
+            yield [rgb[None]]  # float32 0..255: NOT app.model.preprocess
 
     # edgedet's converter settings are the user's (Optimize.DEFAULT, TFLITE_BUILTINS_INT8, uint8 in
     # and out); only the representative data differs.

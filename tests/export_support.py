@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from app.synthetic import render_scene
+from app.capture.synthetic import render_scene
 from training.data.records import Example, Examples
 
 
@@ -31,7 +31,7 @@ def tiny_config(cfg, size=96, depth=0.35, **export):
 def simple_examples(count, size=96, seed=1):
     """Easy scenes a tiny SSD learns in a few hundred steps: one large shape on a plain background.
 
-    Classes follow app.synthetic (0 circle, 1 square, 2 triangle); boxes are the exact
+    Classes follow app.capture.synthetic (0 circle, 1 square, 2 triangle); boxes are the exact
     normalized (ymin, xmin, ymax, xmax) extent of the drawn shape.
     """
     import cv2

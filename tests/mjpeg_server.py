@@ -20,7 +20,7 @@ BOUNDARY = "camframe"
 
 class MjpegCamera(object):
     def __init__(self, width=160, height=120, fps=15.0, user=None, password=None):
-        from app.synthetic import MovingScene
+        from app.capture.synthetic import MovingScene
         self.mode = "serve"
         self.frames_sent = 0
         self.connections = 0

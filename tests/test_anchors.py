@@ -1,4 +1,4 @@
-"""app.anchors against anchors worked out by hand (OD API ssd_anchor_generator semantics)."""
+"""app.model.anchors against anchors worked out by hand (OD API ssd_anchor_generator semantics)."""
 
 import math
 import types
@@ -6,7 +6,7 @@ import types
 import numpy as np
 import pytest
 
-from app import anchors
+from app.model import anchors
 
 R2 = math.sqrt(2.0)
 

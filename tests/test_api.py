@@ -44,9 +44,9 @@ def test_stream_yields_tracked_frames_of_the_live_pipeline():
 
 def test_detector_finds_the_shapes_of_a_synthetic_image():
     import edgedet
-    from app.nms import iou_matrix
-    from app.postprocess import to_pixel_boxes
-    from app.synthetic import MovingScene
+    from app.model.nms import iou_matrix
+    from app.model.postprocess import to_pixel_boxes
+    from app.capture.synthetic import MovingScene
     image, truth, class_ids = MovingScene(320, 240, seed=3, num_shapes=3).next_frame()
     found = edgedet.Detector(runtime="cpu", threads=1).detect(image)
     boxes = np.array([d.box for d in found], np.float32).reshape(-1, 4)

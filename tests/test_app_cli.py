@@ -138,7 +138,7 @@ def test_devices_command():
 
 def _cross_class_overlaps(frames, iou_threshold):
     """Pairs of detections of different classes in one frame overlapping above the threshold."""
-    from app.nms import iou_one_to_many
+    from app.model.nms import iou_one_to_many
     import numpy as np
     count = 0
     for e in frames:

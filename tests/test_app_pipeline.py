@@ -1,4 +1,4 @@
-"""app.slots, app.live_model and app.pipeline on the real tiny bundle and the real interpreter.
+"""app.pipeline.slots, app.inference.live_model and app.pipeline.threads on the real tiny bundle and the real interpreter.
 
 (Named test_app_pipeline.py because tests/test_pipeline.py tests training.data.pipeline.)
 """
@@ -11,13 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
-from app import live_model, postprocess, preprocess, runtime
-from app.bundle import load_bundle
-from app.pipeline import Pipeline
-from app.sinks import EventWriter, StatsWriter
-from app.slots import Closed, FrameSlots, ResultQueue
-from app.sources import CaptureSource, open_source
-from app.stats import Stats
+from app.inference import live_model, runtime
+from app.model import postprocess, preprocess
+from app.model.bundle import load_bundle
+from app.pipeline.threads import Pipeline
+from app.outputs.sinks import EventWriter, StatsWriter
+from app.pipeline.slots import Closed, FrameSlots, ResultQueue
+from app.capture.sources import CaptureSource, open_source
+from app.pipeline.stats import Stats
 from app_support import THRESHOLDS, cpu_worker
 from tiny_bundle import build_int8_io_model, tiny_bundle  # noqa: F401
 
@@ -104,7 +105,7 @@ def test_close_wakes_waiters():
 
 
 def _frame(seed=0, height=240, width=320):
-    from app.synthetic import render_scene
+    from app.capture.synthetic import render_scene
     return render_scene(np.random.RandomState(seed), height, width)[0]
 
 
@@ -341,7 +342,7 @@ def test_lost_live_source_is_reconnected(tiny_bundle, tmp_path):  # noqa: F811
 
 
 def test_sinks_that_want_pictures_get_the_overlay_and_the_raw_frame_stays_clean(tiny_bundle):  # noqa: F811
-    from app import overlay
+    from app.outputs import overlay
 
     class Shown(_Collect):
         wants_image = True

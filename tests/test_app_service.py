@@ -6,11 +6,12 @@ import time
 import numpy as np
 import pytest
 
-from app import overlay, service
-from app.pipeline import RESULT_QUEUE_SIZE, FrameResult, Pipeline
-from app.postprocess import Detections
-from app.sources import open_source
-from app.stats import Stats
+from app.outputs import overlay
+from app import service
+from app.pipeline.threads import RESULT_QUEUE_SIZE, FrameResult, Pipeline
+from app.model.postprocess import Detections
+from app.capture.sources import open_source
+from app.pipeline.stats import Stats
 from app_support import cpu_worker
 from tiny_bundle import tiny_bundle  # noqa: F401
 

@@ -16,8 +16,8 @@ import stat
 import numpy as np
 import pytest
 
-from app import runtime
-from app.bundle import load_bundle
+from app.inference import runtime
+from app.model.bundle import load_bundle
 from app.errors import run_cli
 from tests.conftest import COMPILER_LOGS, ROOT
 from training import cli

@@ -1,11 +1,11 @@
-"""app.box_coder (faster_rcnn_box_coder) against hand-computed codes, and encode/decode round trips."""
+"""app.model.box_coder (faster_rcnn_box_coder) against hand-computed codes, and encode/decode round trips."""
 
 import math
 
 import numpy as np
 import pytest
 
-from app import anchors, box_coder
+from app.model import anchors, box_coder
 
 
 def test_encode_hand_computed():

@@ -1,4 +1,4 @@
-"""app.bundle.load_bundle on bundles built in tmp_path, good and broken.
+"""app.model.bundle.load_bundle on bundles built in tmp_path, good and broken.
 
 The .tflite files here are placeholder bytes: load_bundle only checks they exist
 (the runtime opens them), so no real model is needed for these checks.
@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from app.anchors import ssd_anchors
-from app.bundle import Bundle, ModelFile, load_bundle
+from app.model.anchors import ssd_anchors
+from app.model.bundle import Bundle, ModelFile, load_bundle
 from app.errors import UserError
 
 ANCHORS = ssd_anchors(64, 96, num_layers=2)
@@ -189,7 +189,7 @@ def test_missing_tflite_and_sample(tmp_path):
 
 
 def test_convert_savedmodel_bundle_is_named_not_misread(tmp_path):
-    from app import postprocess_bundle
+    from app.model import postprocess_bundle
     (tmp_path / "model.json").write_text(json.dumps({"format_version": 1, "kind": "postprocess"}))
     with pytest.raises(UserError, match="convert-savedmodel.*only `edgedet --model"):
         load_bundle(str(tmp_path))

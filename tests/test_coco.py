@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from app import synthetic
+from app.capture import synthetic
 from app.errors import UserError
 from training.data import coco
 from training.data.records import Example

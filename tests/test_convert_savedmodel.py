@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from app.errors import run_cli
-from app.postprocess import Detections
+from app.model.postprocess import Detections
 from training import convert, postprocess_model
 from training.cli import main
 
@@ -30,8 +30,8 @@ def odapi_savedmodel(tmp_path_factory):
     """(SavedModel dir, folder of 40 synthetic JPEGs)."""
     import cv2
 
-    from app.bundle import load_bundle
-    from app.synthetic import render_scene
+    from app.model.bundle import load_bundle
+    from app.capture.synthetic import render_scene
     folder = tmp_path_factory.mktemp("odapi")
     bundle = load_bundle(str(DEMO))
     # As export_tflite_graph_tf2.py writes by default (the fixture's real saved_model/ has these):

@@ -5,8 +5,10 @@ configs/seed.yaml and of imported configs."""
 import numpy as np
 import pytest
 
-from app import live_model, reference, runtime, synthetic
-from app.bundle import load_bundle
+from app.inference import live_model, runtime
+from app.check import reference
+from app.capture import synthetic
+from app.model.bundle import load_bundle
 from app.config import PostprocessConfig
 from conftest import FIXTURES, ROOT
 from training.config import load_config

@@ -43,7 +43,8 @@ SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
-    from app import anchors as app_anchors, synthetic
+    from app.model import anchors as app_anchors
+    from app.capture import synthetic
     from training import train as trainer
     from training.config import app_config, load_config
     from training.data import pipeline

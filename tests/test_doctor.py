@@ -28,13 +28,13 @@ SEED = 1
 def _tiny_ssd(batch_size=1):
     import tensorflow as tf
     import tf_keras as keras
-    from app import anchors as app_anchors
+    from app.model import anchors as app_anchors
 
     tf.random.set_seed(SEED)
     per_location = app_anchors.anchors_per_location(6, (1.0, 2.0, 0.5, 3.0, 0.3333))
     image = keras.Input((H, W, 3), batch_size=batch_size, name="image")
     x = image
-    for filters in (16, 24, 32, 48):  # stride 16 at the first feature map, as app.anchors assumes
+    for filters in (16, 24, 32, 48):  # stride 16 at the first feature map, as app.model.anchors assumes
         x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu6")(x)
     feats = [x]
     for _ in range(5):
@@ -53,7 +53,8 @@ def _tiny_ssd(batch_size=1):
 
 def _scenes():
     """NUM_IMAGES synthetic scenes: (BGR uint8 images, normalized inputs, per-image targets)."""
-    from app import anchors as app_anchors, preprocess, synthetic
+    from app.model import anchors as app_anchors, preprocess
+    from app.capture import synthetic
     from training import targets
     rng = np.random.RandomState(0)
     anchors = app_anchors.ssd_anchors(H, W)
@@ -134,7 +135,7 @@ def _convert_variants(model, rgb_images, folder):
 def pairs(tmp_path_factory):
     """{name: path} of the trained tiny model's conversions, plus "images" (a folder of PNGs)."""
     import cv2
-    from app import preprocess
+    from app.model import preprocess
     folder = tmp_path_factory.mktemp("doctor")
     images, inputs, per_image = _scenes()
     model = _tiny_ssd()

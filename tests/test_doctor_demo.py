@@ -72,7 +72,7 @@ def test_blank_calibration_saturates_logits_and_collapses_scores(demo_files):
     assert collapse["evidence"]["quant_mid_share"] >= 2 * collapse["evidence"]["float_mid_share"]
     assert collapse["evidence"]["confident_anchors"] >= 20
     # The input calibration is right (grey frames span nothing, but the converter pins [-1, 1]
-    # through app.preprocess): the doctor must not blame it.
+    # through app.model.preprocess): the doctor must not blame it.
     assert "calibration_input_range" not in found
     assert ranked[0]["id"] == "output_saturation"
     assert "calibrate on more and more varied images" in ranked[0]["fix"]

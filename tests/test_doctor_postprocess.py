@@ -35,7 +35,7 @@ def _convert_uint8_outputs(saved_model, representative):
 def uint8_output_pair(tmp_path_factory):
     """{"float", "quant": .tflite paths, "images": folder of PNG scenes}."""
     import cv2
-    from app.bundle import load_bundle
+    from app.model.bundle import load_bundle
     from training import convert_tflite, evaluate, postprocess_model
     from training.config import app_config, load_config
 
@@ -66,7 +66,7 @@ def uint8_output_pair(tmp_path_factory):
 
 def _class_output(path):
     from ai_edge_litert.interpreter import Interpreter
-    from app.postprocess import map_postprocess_outputs
+    from app.model.postprocess import map_postprocess_outputs
     interp = Interpreter(model_path=path)
     interp.allocate_tensors()
     details = interp.get_output_details()
@@ -93,7 +93,7 @@ def test_uint8_class_output_is_named_with_the_fix(uint8_output_pair):
     interp, detail = _class_output(uint8_output_pair["quant"])
     scale, zero = detail["quantization"]
     values = []
-    from app import preprocess
+    from app.model import preprocess
     for rgb in images:
         interp.set_tensor(interp.get_input_details()[0]["index"],
                           preprocess.resize_to_input(rgb, *pair.quant_model.input_size())[None])

@@ -5,11 +5,11 @@ import collections
 import numpy as np
 import pytest
 
-from app.agreement import agreement, box_iou, pooled_agreement
+from app.check.agreement import agreement, box_iou, pooled_agreement
 from training.evaluate import coco_metrics
 
 try:
-    from app.postprocess import Detections
+    from app.model.postprocess import Detections
 except ImportError:  # core-math's module not landed yet: same fields, same meaning
     Detections = collections.namedtuple("Detections", "boxes scores class_ids")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.errors import UserError
-from app.postprocess import Detections
+from app.model.postprocess import Detections
 from training import bundle_writer, convert_tflite, fidelity
 from training.config import load_config
 

@@ -1,7 +1,7 @@
 """Real conversion: a tiny model ending in TFLite_Detection_PostProcess, converted twice
 (uint8 outputs and float outputs) with TensorFlow's converter and run in ai_edge_litert.
 
-Shows that app.postprocess maps the outputs by the model's own signature and that
+Shows that app.model.postprocess maps the outputs by the model's own signature and that
 rounding class ids gives the same classes for both conversions, although the uint8
 one stores class 1 as 127 * 2/255 = 0.996.
 """
@@ -9,7 +9,7 @@ one stores class 1 as 127 * 2/255 = 0.996.
 import numpy as np
 import pytest
 
-from app.postprocess import decode_postprocess_outputs, dequantize, signature_outputs
+from app.model.postprocess import decode_postprocess_outputs, dequantize, signature_outputs
 
 tf = pytest.importorskip("tensorflow")
 litert = pytest.importorskip("ai_edge_litert.interpreter")
@@ -141,9 +141,9 @@ def test_mapping_uses_the_signature_not_the_output_order(models):
 def test_foreign_models_run_on_one_thread_unless_told(models, tmp_path):
     """A model ending in TFLite_Detection_PostProcess gets 1 CPU thread by default (its regular NMS
     drops classes on some thread counts); an explicit thread count is kept; bundles are untouched."""
-    from app import runtime
+    from app.inference import runtime
     from app.config import AppConfig
-    from app.workers import foreign_threads
+    from app.inference.workers import foreign_threads
     from conftest import ROOT
 
     path = tmp_path / "foreign.tflite"

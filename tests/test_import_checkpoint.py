@@ -61,7 +61,7 @@ def test_raw_head_outputs_match_the_odapi(imported, raw):
 
 
 def test_anchors_match_the_odapi_corner_anchors(imported, raw):
-    from app.anchors import anchors_from_config
+    from app.model.anchors import anchors_from_config
     yc, xc, h, w = anchors_from_config(imported[2].model).T
     corners = np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], axis=1)
     np.testing.assert_allclose(corners, raw["anchors"], atol=1e-6)
@@ -124,7 +124,7 @@ def test_missing_checkpoint_and_existing_workdir_exit_2(imported, tmp_path, caps
 
 
 def _reference():
-    from app.postprocess import Detections
+    from app.model.postprocess import Detections
     ref = json.loads((ODAPI / "reference_detections.json").read_text())
     dets = []
     for image in ref["images"]:
@@ -140,13 +140,13 @@ def proof(imported):
     """(OD API reference Detections, edgedet's Detections) on the 60 eval images.
 
     Images are decoded as the OD API decoded them (tf.io.decode_jpeg); from there on it is
-    edgedet: app.preprocess with the workdir's model.resize, the Keras model restored from the
-    workdir, app.postprocess.decode_ssd with the pipeline's post-processing settings.
+    edgedet: app.model.preprocess with the workdir's model.resize, the Keras model restored from the
+    workdir, app.model.postprocess.decode_ssd with the pipeline's post-processing settings.
     """
     import tensorflow as tf
-    from app import preprocess
-    from app.anchors import anchors_from_config
-    from app.postprocess import decode_ssd
+    from app.model import preprocess
+    from app.model.anchors import anchors_from_config
+    from app.model.postprocess import decode_ssd
     _, model, cfg, _ = imported
     ref, ref_dets = _reference()
     anchors, pp, m = anchors_from_config(cfg.model), cfg.postprocess, cfg.model
@@ -165,7 +165,7 @@ def proof(imported):
 
 def test_resize_reproduces_the_odapi_preprocessed_input(odapi_dir, raw):
     import tensorflow as tf
-    from app import preprocess
+    from app.model import preprocess
     rgb = tf.io.decode_jpeg(tf.io.read_file(str(ODAPI / "eval_images" / "eval_0000.jpg")),
                             channels=3).numpy()
     x = preprocess.image_to_float_input(rgb, 160, 192, method="bilinear_tf1")
@@ -176,7 +176,7 @@ def test_resize_reproduces_the_odapi_preprocessed_input(odapi_dir, raw):
 
 
 def test_imported_model_reproduces_the_odapi_detections(imported, proof):
-    from app import agreement
+    from app.check import agreement
     ref, ours = proof
     assert imported[2].postprocess.iou_threshold == pytest.approx(0.6)
     assert (imported[2].postprocess.max_detections, imported[2].postprocess.max_detections_per_class) \

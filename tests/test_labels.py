@@ -1,9 +1,9 @@
-"""app.labels: the four label formats, the real Coral COCO label file and OD API label map, and bad files."""
+"""app.model.labels: the four label formats, the real Coral COCO label file and OD API label map, and bad files."""
 
 import pytest
 
 from app.errors import UserError
-from app.labels import class_thresholds_by_id, read_labels
+from app.model.labels import class_thresholds_by_id, read_labels
 from tests.conftest import CORAL, FIXTURES
 
 ODAPI_LABEL_MAP = FIXTURES / "odapi" / "data" / "label_map.pbtxt"

@@ -1,4 +1,4 @@
-"""training.model: the SSD MobileNetV2 graph agrees with app.anchors and the seed config."""
+"""training.model: the SSD MobileNetV2 graph agrees with app.model.anchors and the seed config."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from app import anchors as app_anchors  # noqa: E402
+from app.model import anchors as app_anchors  # noqa: E402
 from app.errors import UserError  # noqa: E402
 from training.config import ModelConfig  # noqa: E402
 from training.model import build_ssd  # noqa: E402
@@ -24,7 +24,7 @@ def test_output_rows_match_anchor_count(height, width):
     assert model.output_names == ["box_encodings", "class_logits"]
     assert model.outputs[0].shape.as_list() == [None, n, 4]
     assert model.outputs[1].shape.as_list() == [None, n, 3]
-    # The predictor convs sit on the ceil-size grids app.anchors assumes.
+    # The predictor convs sit on the ceil-size grids app.model.anchors assumes.
     grids = [tuple(model.get_layer("BoxPredictor_{}_BoxEncodingPredictor".format(i)).output.shape[1:3])
              for i in range(6)]
     assert grids == app_anchors.feature_map_shapes(height, width)

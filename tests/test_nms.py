@@ -1,9 +1,9 @@
-"""app.nms on small hand-made cases."""
+"""app.model.nms on small hand-made cases."""
 
 import numpy as np
 import pytest
 
-from app import nms
+from app.model import nms
 
 # A and B overlap with IoU 0.9; A and C with IoU 0.5 exactly (inter 2, union 4); D is alone.
 A = [0.0, 0.0, 1.0, 3.0]

@@ -1,4 +1,4 @@
-"""app.objects: the object events of hand-made tracks (new, rate-limited update, end), zones with
+"""app.tracking.objects: the object events of hand-made tracks (new, rate-limited update, end), zones with
 inertia and loitering, filters before tracking, bad settings. (The live app writing them to
 --events is in test_app_cli.)"""
 
@@ -7,7 +7,7 @@ import pytest
 
 from app.config import FilterConfig, ObjectsConfig, SourceObjectsConfig, ZoneConfig
 from app.errors import UserError
-from app.objects import SourceObjects, check_settings
+from app.tracking.objects import SourceObjects, check_settings
 
 LABELS = ["circle", "square", "triangle"]
 SETTINGS = ObjectsConfig(min_hits=2, max_age=2, update_interval_s=1.0)
@@ -94,8 +94,8 @@ def test_bad_settings_are_errors_naming_the_key():
 
 
 def test_counts_by_label_and_zone_reach_the_stats():
-    from app.objects import counts
-    from app.stats import Stats
+    from app.tracking.objects import counts
+    from app.pipeline.stats import Stats
     stage = _stage(zones={"lower": ZoneConfig(points=LOWER.points, inertia=1)})
     boxes = np.concatenate([_box(40), _box(80, x=60), _box(90, x=120)])  # one above the zone, two in it
     for i in range(3):

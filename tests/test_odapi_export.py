@@ -21,10 +21,10 @@ import sys
 import numpy as np
 import pytest
 
-from app.agreement import pooled_agreement
+from app.check.agreement import pooled_agreement
 from app.errors import UserError
-from app.pipeline import RESULT_QUEUE_SIZE
-from app.postprocess import Detections
+from app.pipeline.threads import RESULT_QUEUE_SIZE
+from app.model.postprocess import Detections
 from training import convert, fidelity, postprocess_model, postprocess_options
 
 from app_support import read_events
@@ -33,7 +33,7 @@ from conftest import FIXTURES, ROOT
 ODAPI = FIXTURES / "odapi"
 SAVED_MODEL = str(ODAPI / "saved_model")
 IMAGES = str(ODAPI / "eval_images")
-LIVE_THRESHOLD = 0.4  # app.workers.FOREIGN_DEFAULTS: what the app shows
+LIVE_THRESHOLD = 0.4  # app.inference.workers.FOREIGN_DEFAULTS: what the app shows
 # export_tflite_graph_tf2.py's defaults, as the fixture's README lists them.
 EXPORTED = {"max_detections": 10, "max_classes_per_detection": 1, "use_regular_nms": False,
             "nms_score_threshold": 0.0, "num_classes": 3, "y_scale": 10.0, "x_scale": 10.0,
@@ -150,7 +150,7 @@ def run_app(bundle_dir, config, events_path, frames, *extra):
 @pytest.fixture(scope="module")
 def users_model(tmp_path_factory):
     """The user's conversion of the real export: raw 0..255 float calibration, uint8 in and out."""
-    from app import preprocess
+    from app.model import preprocess
     from training import convert_tflite
     height, width = convert.input_size(SAVED_MODEL)
     images = convert.read_images(IMAGES)
@@ -221,7 +221,7 @@ def test_the_apps_reference_check_falls_back_from_the_users_model(bundle, users_
 
 def test_labels_that_do_not_fit_the_model_exit_2_before_converting(tmp_path, capsys):
     from app.errors import run_cli
-    from app.labels import read_labels
+    from app.model.labels import read_labels
     from training.cli import main
     not_labels = tmp_path / "labels.txt"
     not_labels.write_text('{"circle": 1}\n')

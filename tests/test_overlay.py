@@ -1,11 +1,11 @@
-"""app.overlay: boxes, tags and the heads-up line land on the pixels they describe."""
+"""app.outputs.overlay: boxes, tags and the heads-up line land on the pixels they describe."""
 
 import numpy as np
 import pytest
 
-from app import overlay
-from app.postprocess import Detections
-from app.stats import Stats
+from app.outputs import overlay
+from app.model.postprocess import Detections
+from app.pipeline.stats import Stats
 
 
 def test_box_edges_have_the_class_colour_and_the_inside_is_untouched():
@@ -70,8 +70,8 @@ def test_draw_result_uses_pixel_boxes_of_the_result():
 
 
 def test_draw_result_outlines_zones_and_tags_tracked_objects():
-    from app.objects import ObjectFrame
-    from app.zones import Zone, edges
+    from app.tracking.objects import ObjectFrame
+    from app.tracking.zones import Zone, edges
     polygon = np.array([[5, 5], [70, 5], [70, 55], [5, 55]], np.float64)
     zone = Zone("door", polygon, 1, 0.0, None, edges(polygon))
 

@@ -7,7 +7,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from app import anchors as app_anchors  # noqa: E402
+from app.model import anchors as app_anchors  # noqa: E402
 from training.config import RandomCropConfig, load_config  # noqa: E402
 from tests.test_augment import with_every_augmentation  # noqa: E402
 from training.data import augment, pipeline  # noqa: E402
@@ -120,7 +120,7 @@ def test_train_dataset_runs_every_augmentation_in_graph_mode():
 
 
 def test_tf1_resize_of_training_equals_the_numpy_one_of_the_app():
-    from app import preprocess
+    from app.model import preprocess
     image = np.random.RandomState(3).randint(0, 256, (26, 30, 3)).astype(np.uint8)
     trained = pipeline.to_model_input(image, 16, 19, "bilinear_tf1").numpy()
     np.testing.assert_allclose(trained, preprocess.image_to_float_input(

@@ -1,13 +1,13 @@
-"""app.postprocess.decode_ssd / dequantize / to_pixel_boxes on crafted heads with hand-computed results."""
+"""app.model.postprocess.decode_ssd / dequantize / to_pixel_boxes on crafted heads with hand-computed results."""
 
 import math
 
 import numpy as np
 import pytest
 
-from app import anchors as anchors_mod
-from app import box_coder
-from app.postprocess import Detections, decode_ssd, dequantize, to_pixel_boxes
+from app.model import anchors as anchors_mod
+from app.model import box_coder
+from app.model.postprocess import Detections, decode_ssd, dequantize, to_pixel_boxes
 
 ANCHORS = np.array([[0.25, 0.25, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5],
                     [0.75, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]], np.float32)
@@ -215,7 +215,7 @@ def test_decode_inverts_the_box_coder_end_to_end():
 
 # ----------------------------------------------------------------------------- foreign outputs
 
-from app.postprocess import decode_postprocess_outputs, map_postprocess_outputs  # noqa: E402
+from app.model.postprocess import decode_postprocess_outputs, map_postprocess_outputs  # noqa: E402
 
 M = 4
 # Four detections, ground truth: classes 0, 1, 2, 1 with scores 0.9, 0.8, 0.6, 0.3 (count 3 valid + 1 pad).

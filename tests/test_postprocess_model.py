@@ -14,8 +14,8 @@ import re
 import numpy as np
 import pytest
 
-from app.agreement import box_iou, pooled_agreement
-from app.bundle import load_bundle
+from app.check.agreement import box_iou, pooled_agreement
+from app.model.bundle import load_bundle
 from training import evaluate, postprocess_model
 from training.config import load_config
 
@@ -111,7 +111,8 @@ def test_variant_detections_match_the_bundle_decode(demo_variant):
 
 def test_app_foreign_path_reads_the_variant(demo_variant):
     """The live app's reader/decoder map the outputs to the op's own (boxes, classes, scores, count)."""
-    from app import live_model, postprocess, preprocess
+    from app.inference import live_model
+    from app.model import postprocess, preprocess
     interp = litert.Interpreter(model_path=demo_variant["path"])
     interp.allocate_tensors()
     op = [o for o in interp._get_ops_details() if o["op_name"] == "TFLite_Detection_PostProcess"][0]
@@ -136,7 +137,7 @@ def test_nms_settings_the_variant_cannot_honour_are_named(demo_variant, tmp_path
     """Its NMS runs inside TFLite_Detection_PostProcess: the app logs that iou_threshold and
     class-agnostic NMS do not apply; score thresholds alone give no such line."""
     from app.config import AppConfig
-    from app.workers import LiveModel
+    from app.inference.workers import LiveModel
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(demo_variant["bundle"].labels) + "\n")
     cfg = AppConfig(model=demo_variant["path"], labels=str(labels), runtime="cpu")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import xwd
-from app import overlay
+from app.outputs import overlay
 from conftest import CORAL, ROOT
 from tiny_bundle import tiny_bundle  # noqa: F401
 

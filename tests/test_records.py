@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app import synthetic
+from app.capture import synthetic
 from app.errors import UserError
 from training.data import records
 from training.data.records import Example

@@ -16,10 +16,12 @@ import time
 import numpy as np
 import pytest
 
-from app import diagnosis, live_model, reference, runtime, synthetic
-from app.bundle import load_bundle
+from app.check import diagnosis, reference
+from app.inference import live_model, runtime
+from app.capture import synthetic
+from app.model.bundle import load_bundle
 from app.errors import UserError
-from app.postprocess import empty_detections
+from app.model.postprocess import empty_detections
 
 from app_support import NUM_SAMPLES, reference_bundles  # noqa: F401  (session fixture)
 from tiny_bundle import tiny_bundle  # noqa: F401  (session fixture)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from app.postprocess import Detections
+from app.model.postprocess import Detections
 from training import report
 
 

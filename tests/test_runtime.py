@@ -1,4 +1,4 @@
-"""app.runtime / app.devices: runtime choice, Edge TPU fallback, CPU twin, bad models.
+"""app.inference.runtime / app.inference.devices: runtime choice, Edge TPU fallback, CPU twin, bad models.
 
 Runs on the CPU with the real ai_edge_litert interpreter and the real compiled Coral
 pair. This machine has no libedgetpu, so the delegate really fails ("library missing");
@@ -12,8 +12,8 @@ import shutil
 import numpy as np
 import pytest
 
-from app import devices, runtime
-from app.bundle import load_bundle
+from app.inference import devices, runtime
+from app.model.bundle import load_bundle
 from app.errors import UserError
 from conftest import CORAL
 from tiny_bundle import tiny_bundle  # noqa: F401

@@ -19,11 +19,11 @@ import time
 
 import pytest
 
-from app import runtime
-from app.bundle import load_bundle
-from app.pipeline import EXIT_INVOKE_HUNG, Pipeline
-from app.sources import open_source
-from app.stats import Stats
+from app.inference import runtime
+from app.model.bundle import load_bundle
+from app.pipeline.threads import EXIT_INVOKE_HUNG, Pipeline
+from app.capture.sources import open_source
+from app.pipeline.stats import Stats
 from app_support import THRESHOLDS, cpu_worker, read_events, start_app, stop_app, wait_for
 from mjpeg_server import MjpegCamera
 from tiny_bundle import tiny_bundle  # noqa: F401
@@ -121,7 +121,7 @@ def test_hung_invoke_is_logged_and_the_interpreter_rebuilt(tiny_bundle, caplog):
         rebuilt.append((index, old.model))
         return cpu_worker(tiny_bundle)
     pipeline, hanging, sink = _hanging_pipeline(tiny_bundle, rebuild, max_frames=20)
-    with caplog.at_level(logging.ERROR, logger="app.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="app.pipeline.threads"):
         start = time.monotonic()
         pipeline.start()
         pipeline.wait()
@@ -142,7 +142,7 @@ def test_hung_invoke_that_cannot_be_rebuilt_stops_with_exit_code_4(tiny_bundle, 
     def rebuild(index, old):
         raise RuntimeError("Failed to load delegate from libedgetpu.so.1")
     pipeline, hanging, sink = _hanging_pipeline(tiny_bundle, rebuild, max_frames=0)
-    with caplog.at_level(logging.ERROR, logger="app.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="app.pipeline.threads"):
         pipeline.start()
         deadline = time.monotonic() + 10
         while pipeline.running and time.monotonic() < deadline:
@@ -172,9 +172,10 @@ def _rss_mb():
 def test_memory_stays_flat_over_20k_frames(tiny_bundle, tmp_path):  # noqa: F811
     """20k frames through the whole pipeline with every sink the service uses (events, stats,
     reference guard sampling often, web view feed polled, systemd notifier)."""
-    from app import overlay, service
+    from app.outputs import overlay
+    from app import service
     from app.config import ReferenceConfig
-    from app.sinks import EventWriter, StatsWriter
+    from app.outputs.sinks import EventWriter, StatsWriter
     bundle = load_bundle(tiny_bundle)
     stats = Stats("test", "int8", 1)
     engine, key = runtime.open_bundle_engine(bundle, "cpu", "int8", num_threads=1)

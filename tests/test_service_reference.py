@@ -15,8 +15,9 @@ import sys
 import numpy as np
 import pytest
 
-from app import postprocess, reference
-from app.bundle import load_bundle
+from app.model import postprocess
+from app.check import reference
+from app.model.bundle import load_bundle
 from app_support import NUM_SAMPLES, read_events, reference_bundles, write_samples  # noqa: F401
 from conftest import ROOT
 from tiny_bundle import tiny_bundle  # noqa: F401

@@ -18,7 +18,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from app import overlay, synthetic
+from app.outputs import overlay
+from app.capture import synthetic
 from app_support import free_port, read_events, start_app, stop_app, wait_for
 from tiny_bundle import tiny_bundle  # noqa: F401
 

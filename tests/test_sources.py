@@ -1,4 +1,4 @@
-"""app.sources: every --source kind opens, reads in order, ends, loops, and fails with a UserError."""
+"""app.capture.sources: every --source kind opens, reads in order, ends, loops, and fails with a UserError."""
 
 import time
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.errors import UserError
-from app.sources import ImageFolderSource, SourceLost, open_source, parse_synthetic
+from app.capture.sources import ImageFolderSource, SourceLost, open_source, parse_synthetic
 
 
 def _write_images(folder, count):
@@ -125,7 +125,7 @@ def test_url_credentials_are_masked_in_errors_and_names():
 
 def test_live_capture_raises_source_lost_when_frames_stop(tmp_path):
     # A video file opened as a live stream stands in for a camera that stops.
-    from app.sources import CaptureSource
+    from app.capture.sources import CaptureSource
     path = str(tmp_path / "one.avi")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 32))
     writer.write(np.zeros((32, 32, 3), np.uint8))

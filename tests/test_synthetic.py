@@ -1,12 +1,12 @@
-"""app/synthetic.py: determinism, tight visible boxes, variety, and the moving camera scene."""
+"""app/capture/synthetic.py: determinism, tight visible boxes, variety, and the moving camera scene."""
 
 import collections
 
 import numpy as np
 import pytest
 
-from app import synthetic
-from app.synthetic import Shape
+from app.capture import synthetic
+from app.capture.synthetic import Shape
 
 
 def _pixel_box(mask):
@@ -132,8 +132,9 @@ def test_demo_model_sees_the_moving_scene_like_its_training_data():
     0.814 with the bundle's class-agnostic NMS (0.875 per class, which keeps a second-guess label
     that mAP rewards); with the camera's old sizes (0.15-0.3 of the shorter side) it was 0.62."""
     pytest.importorskip("pycocotools")
-    from app import live_model, reference, runtime
-    from app.bundle import load_bundle
+    from app.inference import live_model, runtime
+    from app.check import reference
+    from app.model.bundle import load_bundle
     from conftest import ROOT
     from training.evaluate import coco_metrics
 

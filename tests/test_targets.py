@@ -1,4 +1,4 @@
-"""training.targets: matcher and TF box encoder against hand-computed values and app.box_coder."""
+"""training.targets: matcher and TF box encoder against hand-computed values and app.model.box_coder."""
 
 import dataclasses
 
@@ -7,8 +7,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from app import anchors as app_anchors  # noqa: E402
-from app import box_coder  # noqa: E402
+from app.model import anchors as app_anchors  # noqa: E402
+from app.model import box_coder  # noqa: E402
 from training.config import ModelConfig  # noqa: E402
 from training.targets import assign_targets, encode_boxes  # noqa: E402
 

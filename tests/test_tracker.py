@@ -1,9 +1,9 @@
-"""app.tracker on hand-made tracks, and its MOTA on the synthetic camera against a floor."""
+"""app.tracking.tracker on hand-made tracks, and its MOTA on the synthetic camera against a floor."""
 
 import numpy as np
 import pytest
 
-from app import tracker
+from app.tracking import tracker
 from conftest import ROOT
 
 A = [10.0, 10.0, 50.0, 40.0]   # 40 x 30 px
@@ -86,7 +86,7 @@ def test_bad_input_is_a_value_error():
 
 def test_mota_on_the_synthetic_camera_holds_a_floor():
     pytest.importorskip("motmetrics")
-    from app.bundle import load_bundle
+    from app.model.bundle import load_bundle
     from benchmarks import tracking
     bundle = load_bundle(str(ROOT / "models" / "demo"))
     m = tracking.measure(tracking.cpu_worker(bundle), len(bundle.labels), seeds=(0, 1, 2), frames=200)

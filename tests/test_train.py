@@ -8,7 +8,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from app import synthetic  # noqa: E402
+from app.capture import synthetic  # noqa: E402
 from app.errors import run_cli  # noqa: E402
 from training import cli, train as trainer  # noqa: E402
 from training.config import app_config, load_config  # noqa: E402

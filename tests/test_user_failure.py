@@ -4,7 +4,7 @@ They converted their float SavedModel with Optimize.DEFAULT, a representative da
 of raw images as float32 0..255, TFLITE_BUILTINS_INT8 and uint8 input/output. The graph
 expects [-1, 1], so the input quantization came out as about (1.0, 0) and the uint8
 model's detections were garbage. edgedet's checks and fidelity gate must catch exactly
-that, and the same pipeline with the right calibration (app.preprocess) must pass.
+that, and the same pipeline with the right calibration (app.model.preprocess) must pass.
 
 Two variants:
   * fast: a tiny SSD with random He-initialised weights (its outputs depend on its
@@ -20,7 +20,7 @@ import os
 import numpy as np
 import pytest
 
-from app.agreement import pooled_agreement
+from app.check.agreement import pooled_agreement
 from training import convert_tflite, evaluate, fidelity
 from training.config import load_config
 
@@ -101,7 +101,7 @@ def test_user_conversion_is_caught_fast(tmp_path):
 def test_user_conversion_of_the_demo_model_is_garbage_and_rejected(tmp_path):
     if not (DEMO_SAVED_MODEL / "saved_model.pb").is_file():
         pytest.skip("models/demo/saved_model is not in this checkout")
-    from app.bundle import load_bundle
+    from app.model.bundle import load_bundle
     bundle = load_bundle(str(DEMO_SAVED_MODEL.parent))
     cfg = load_config()
     h, w = bundle.input_height, bundle.input_width

@@ -1,4 +1,4 @@
-"""app.webview over real sockets on 127.0.0.1 (urllib), and in a real headless Chromium.
+"""app.outputs.webview over real sockets on 127.0.0.1 (urllib), and in a real headless Chromium.
 
 The frames fed to the view are JPEGs of a grey scene with a pure-green box drawn at a known
 place, so a test can find the box again in what comes out of the stream (or the browser).
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from app.errors import UserError
-from app.webview import WebView, is_loopback, parse_listen, read_credentials
+from app.outputs.webview import WebView, is_loopback, parse_listen, read_credentials
 
 GREEN = (0, 255, 0)  # BGR
 BOX = (120, 80, 260, 200)  # x0, y0, x1, y1 pixels in a 400x300 frame

@@ -1,9 +1,9 @@
-"""app.zones and app.filters: hand-computed membership, and bad zones as errors naming the key."""
+"""app.tracking.zones and app.tracking.filters: hand-computed membership, and bad zones as errors naming the key."""
 
 import numpy as np
 import pytest
 
-from app import filters, zones
+from app.tracking import filters, zones
 from app.config import FilterConfig, SourceObjectsConfig, ZoneConfig
 from app.errors import UserError
 

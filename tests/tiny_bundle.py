@@ -2,9 +2,9 @@
 
 A tiny tf_keras SSD-shaped network (untrained, fixed seed) for a 96x112 input, with the
 same raw head outputs as the real model (box_encodings [1, N, 4], class_logits [1, N, 3],
-N = len(app.anchors.ssd_anchors(96, 112))), converted by the real TFLite converter to
+N = len(app.model.anchors.ssd_anchors(96, 112))), converted by the real TFLite converter to
 model_float.tflite and a full-integer uint8 model_int8.tflite calibrated through
-app.preprocess, plus model.json (output tensor names read from the converted files),
+app.model.preprocess, plus model.json (output tensor names read from the converted files),
 anchors.npy and labels.txt, laid out as docs/architecture.md describes.
 
 Use it with `from tiny_bundle import tiny_bundle  # noqa: F401` and a `tiny_bundle`
@@ -27,7 +27,7 @@ def _build_keras_model():
     import tensorflow as tf
     import tf_keras as keras
 
-    from app import anchors as app_anchors
+    from app.model import anchors as app_anchors
 
     tf.random.set_seed(SEED)
     per_location = app_anchors.anchors_per_location(6, app_anchors.DEFAULT_ASPECT_RATIOS)
@@ -52,7 +52,8 @@ def _build_keras_model():
 
 
 def _calibration_images(count=8):
-    from app import preprocess, synthetic
+    from app.model import preprocess
+    from app.capture import synthetic
     rng = np.random.RandomState(SEED)
     for _ in range(count):
         image, _, _ = synthetic.render_scene(rng, 240, 320)
@@ -94,11 +95,11 @@ def _output_names(path):
 
 def build_tiny_bundle(folder):
     """Writes the bundle into `folder` (created) and returns its path."""
-    from app import anchors as app_anchors
+    from app.model import anchors as app_anchors
     os.makedirs(folder, exist_ok=True)
     model = _build_keras_model()
     anchors = app_anchors.ssd_anchors(HEIGHT, WIDTH)
-    assert model.outputs[0].shape[1] == len(anchors), "tiny model and app.anchors disagree"
+    assert model.outputs[0].shape[1] == len(anchors), "tiny model and app.model.anchors disagree"
     models = {}
     for kind, quantize in (("float", False), ("int8", True)):
         path = os.path.join(folder, "model_{}.tflite".format(kind))

@@ -3,7 +3,7 @@
 Takes the SavedModel that the OD API's `export_tflite_graph_tf2.py` writes (input `input`,
 float32 [1, H, W, 3] already normalized to [-1, 1]; outputs from TFLite_Detection_PostProcess)
 and converts it the way the user's own conversion should have:
-  * calibration images stretched to H x W and normalized by `app.preprocess` (the user's
+  * calibration images stretched to H x W and normalized by `app.model.preprocess` (the user's
     failure was calibrating on raw 0..255 floats);
   * uint8 input whose quantization maps raw pixels onto [-1, 1], int8 body, float32
     post-processing outputs (integer class outputs get truncated to the wrong class);
@@ -19,7 +19,7 @@ Writes <out>/ atomically: model_int8_postprocess.tflite, model_float_postprocess
 labels.txt, model.json ("kind": "postprocess"), report.json, saved_model/ (the SavedModel as
 converted, with the op options it was converted with). The app runs the folder,
 `python -m app --model <out>`: the int8 model live with the bundle's labels, checked against the
-float model (app.postprocess_bundle).
+float model (app.model.postprocess_bundle).
 
 Exit codes: 0 written, 1 rejected by a check or the gate, 2 bad input (nothing written).
 """
@@ -31,11 +31,12 @@ import shutil
 
 import numpy as np
 
-from app import arguments, preprocess
+from app import arguments
+from app.model import preprocess
 from app.config import ReferenceConfig
 from app.errors import UserError
-from app.labels import read_labels
-from app.workers import FOREIGN_DEFAULTS  # the app's thresholds for models ending in post-processing
+from app.model.labels import read_labels
+from app.inference.workers import FOREIGN_DEFAULTS  # the app's thresholds for models ending in post-processing
 from training import bundle_writer, fidelity
 from training.export import EXIT_REJECTED
 
@@ -128,14 +129,14 @@ def compare(float_dets, int8_dets, images, num_classes, max_drop, score_threshol
     curve is complete) against the float detections the app would show (score >=
     `score_threshold`) as pseudo ground truth, via training.evaluate.coco_metrics; the
     float model scores 1.0 against itself. The gate: int8 mAP@0.5 >= 1 - max_drop and
-    agreement (app.agreement.pooled_agreement of what the app would show from each)
+    agreement (app.check.agreement.pooled_agreement of what the app would show from each)
     >= MIN_AGREEMENT.
 
     Returns:
       dict for model.json/report.json: float, int8 ({map, map50, per_class}), ratio, agreement,
       passed, reasons, ...
     """
-    from app.agreement import pooled_agreement
+    from app.check.agreement import pooled_agreement
     from training import evaluate
     live_f = [fidelity.live_detections(d, score_threshold, len(d.scores)) for d in float_dets]
     live_q = [fidelity.live_detections(d, score_threshold, len(d.scores)) for d in int8_dets]

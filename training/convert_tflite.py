@@ -2,14 +2,14 @@
 
 The user's failure was a uint8 model calibrated on raw 0..255 floats while the
 graph expects [-1, 1]. Here the representative data is eval images through
-`app.preprocess` (the function training uses), and the result is checked
+`app.model.preprocess` (the function training uses), and the result is checked
 afterwards: input quantization must map raw pixels onto the float range, every
 shape must be static, and no float tensor may be left between input and outputs.
 """
 
 import numpy as np
 
-from app import preprocess
+from app.model import preprocess
 from training import tflite_model
 
 # Ops that legitimately touch a float tensor in a full-integer model: none. The
@@ -60,7 +60,7 @@ def calibration_inputs(images_rgb, input_height, input_width, input_range=prepro
       images_rgb: sequence of RGB uint8 [H, W, 3] images (any size).
       input_height, input_width: model input size.
       input_range: the float range the model was trained on.
-      resize: the app.preprocess.RESIZE_METHODS entry it was trained with.
+      resize: the app.model.preprocess.RESIZE_METHODS entry it was trained with.
 
     Returns:
       A zero-argument callable yielding [float32 [1, H, W, 3]] per image, as the converter wants.

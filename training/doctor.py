@@ -15,7 +15,8 @@ import os
 
 import numpy as np
 
-from app import arguments, preprocess
+from app import arguments
+from app.model import preprocess
 from app.errors import UserError
 from training.diagnose import detections, edgetpu, findings, inputs, layers, outputs
 from training.diagnose import float_range as range_estimation

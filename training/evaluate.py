@@ -1,7 +1,7 @@
 """COCO mAP of a checkpoint or of any .tflite, measured the way the device sees it.
 
-Images go through `app.preprocess` and raw head outputs through
-`app.postprocess.decode_ssd` (the app's decode + NMS, with the low eval score
+Images go through `app.model.preprocess` and raw head outputs through
+`app.model.postprocess.decode_ssd` (the app's decode + NMS, with the low eval score
 threshold so the PR curve is complete), so an evaluation here is a promise about
 the device. `edgedet-train eval --config C --workdir W [--model FILE.tflite]`.
 """
@@ -13,17 +13,18 @@ import json
 
 import numpy as np
 
-from app import arguments, preprocess
+from app import arguments
+from app.model import preprocess
 from app.errors import UserError
 
-# What decoding needs besides the outputs; a loaded app.bundle.Bundle has the same attributes.
+# What decoding needs besides the outputs; a loaded app.model.bundle.Bundle has the same attributes.
 ModelSpec = collections.namedtuple(
     "ModelSpec", "input_height input_width float_range anchors box_coder_scales score_converter resize")
 
 
 def spec_from_config(cfg):
-    """ModelSpec of a training config (anchors from app.anchors, the only anchor maths)."""
-    from app.anchors import anchors_from_config
+    """ModelSpec of a training config (anchors from app.model.anchors, the only anchor maths)."""
+    from app.model.anchors import anchors_from_config
     bc = cfg.model.box_coder
     return ModelSpec(cfg.model.input_height, cfg.model.input_width, tuple(preprocess.INPUT_RANGE),
                      anchors_from_config(cfg.model),
@@ -64,7 +65,7 @@ def model_input(image_rgb, spec, dtype=np.float32, quantization=None):
 
 
 def _decode(boxes, logits, spec, decode_kwargs, box_q=None, logit_q=None):
-    from app.postprocess import decode_ssd
+    from app.model.postprocess import decode_ssd
     return decode_ssd(boxes, logits, spec.anchors, box_coder_scales=spec.box_coder_scales,
                       score_converter=spec.score_converter, box_quantization=box_q,
                       logit_quantization=logit_q, **decode_kwargs)
@@ -80,7 +81,7 @@ def predict_keras(model, examples, cfg, batch_size=8):
       cfg: training Config.
 
     Returns:
-      list of app.postprocess.Detections (normalized ymin, xmin, ymax, xmax), one per example.
+      list of app.model.postprocess.Detections (normalized ymin, xmin, ymax, xmax), one per example.
     """
     spec, kwargs, out = spec_from_config(cfg), eval_decode_kwargs(cfg), []
     for start in range(0, len(examples), batch_size):
@@ -99,7 +100,7 @@ def predict_tflite(path, examples, spec, decode_kwargs, outputs=None, model=None
     Args:
       path: .tflite with raw head outputs (float or full-integer).
       examples: Examples-like with .encoded.
-      spec: ModelSpec or app.bundle.Bundle (input size, float range, anchors, coder, converter).
+      spec: ModelSpec or app.model.bundle.Bundle (input size, float range, anchors, coder, converter).
       decode_kwargs: decode_ssd thresholds (see `eval_decode_kwargs`).
       outputs: optional {"box_encodings"|"class_logits": tensor name} from model.json.
       model: an already loaded TfliteModel (then `path` is only for messages).

@@ -1,7 +1,7 @@
 """`edgedet-train export`: a uint8 model proven against its float twin, written as a bundle.
 
 In order: batch-1 float SavedModel -> model_float.tflite -> model_int8.tflite
-(calibrated on eval images through app.preprocess, then checked) -> fidelity gate
+(calibrated on eval images through app.model.preprocess, then checked) -> fidelity gate
 on the eval split -> Edge TPU preflight and compiler -> the bundle, renamed into
 place only if the gate passed. A rejected model goes to <out>/../rejected/.
 
@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from app import arguments, preprocess
+from app import arguments
+from app.model import preprocess
 from app.errors import UserError
 from training import bundle_writer, convert_tflite, evaluate, fidelity, report
 

@@ -1,14 +1,14 @@
 """The fidelity gate: a uint8 model ships only if it matches its float twin on the eval split.
 
-Both .tflite files run through the app's path (app.preprocess, app.postprocess.decode_ssd).
+Both .tflite files run through the app's path (app.model.preprocess, app.model.postprocess.decode_ssd).
 mAP uses the low eval score threshold; agreement uses the app's live thresholds,
 because that is what a user would see on the device.
 """
 
 import numpy as np
 
-from app.agreement import pooled_agreement
-from app.postprocess import Detections
+from app.check.agreement import pooled_agreement
+from app.model.postprocess import Detections
 from training import evaluate
 
 
@@ -57,7 +57,7 @@ def measure(float_path, int8_path, examples, spec, cfg, max_drop, float_outputs=
     Args:
       float_path, int8_path: the .tflite files.
       examples: eval Examples (ground truth + encoded images).
-      spec: evaluate.ModelSpec or app.bundle.Bundle.
+      spec: evaluate.ModelSpec or app.model.bundle.Bundle.
       cfg: training Config (eval thresholds, postprocess, reference.min_agreement).
       max_drop: allowed relative mAP drop.
       float_outputs, int8_outputs: optional output tensor-name maps (from model.json).

@@ -25,8 +25,8 @@ import json
 
 import tf_keras as keras
 
-from app import anchors as app_anchors
-from app import preprocess as app_preprocess
+from app.model import anchors as app_anchors
+from app.model import preprocess as app_preprocess
 from app.errors import UserError
 from training import mobiledet
 
@@ -287,7 +287,7 @@ def build_ssd(model_cfg):
     Returns:
       keras.Model with input "image" float32 [B, H, W, 3] in [-1, 1] and outputs
       [box_encodings float32 [B, N, 4] (ty, tx, th, tw), class_logits float32
-      [B, N, num_classes]], N == len(app.anchors.anchors_from_config(model_cfg)).
+      [B, N, num_classes]], N == len(app.model.anchors.anchors_from_config(model_cfg)).
     """
     _check_model_cfg(model_cfg)
     a = model_cfg.anchors

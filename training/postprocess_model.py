@@ -20,10 +20,10 @@ import os
 
 import numpy as np
 
-from app import box_coder, preprocess
+from app.model import box_coder, preprocess
 
 # TFLite_Detection_PostProcess settings (names as the op's attributes / the OD API).
-# use_regular_nms=True is per-class NMS, the same semantics as app.postprocess.decode_ssd
+# use_regular_nms=True is per-class NMS, the same semantics as app.model.postprocess.decode_ssd
 # (per_class_nms). Fast NMS (False, one class per box, class-agnostic suppression, the
 # OD API default) drops a second class proposed on the same object, which per-class NMS
 # keeps: on the demo bundle that cut agreement with the bundle's own decode to 0.79. So the
@@ -212,11 +212,11 @@ def run_model(model_content_or_path, images_rgb, float_range=preprocess.INPUT_RA
       float_range: float input range (used only for a float-input model).
 
     Returns:
-      list of app.postprocess.Detections (normalized ymin, xmin, ymax, xmax), one per image.
+      list of app.model.postprocess.Detections (normalized ymin, xmin, ymax, xmax), one per image.
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    from app import postprocess
+    from app.model import postprocess
     if isinstance(model_content_or_path, bytes):
         interp = Interpreter(model_content=model_content_or_path)
     else:
@@ -283,7 +283,7 @@ def write_for_bundle(network, spec, num_classes, postprocess_cfg, calibration_rg
     entry = {"file": POSTPROCESS_FILE, "input_quantization": [quant["scale"], quant["zero_point"]],
              "nms": dict(nms._asdict(), max_classes_per_detection=1)}
     if reference is not None:
-        from app.agreement import pooled_agreement
+        from app.check.agreement import pooled_agreement
         images, expected = reference
         entry["agreement_with_int8"] = pooled_agreement(expected, run_model(content, images))
         log("{} written: agreement with the bundle's int8 decode {:.3f} on {} images".format(

@@ -10,8 +10,8 @@ import html
 
 import numpy as np
 
-from app.overlay import draw_detections
-from app.postprocess import to_pixel_boxes
+from app.outputs.overlay import draw_detections
+from app.model.postprocess import to_pixel_boxes
 
 CURVE_SIZE = (260, 200)  # SVG plot width, height in px
 

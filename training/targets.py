@@ -1,7 +1,7 @@
 """SSD training targets in TensorFlow: IoU -> argmax matcher -> faster_rcnn box encoding.
 
-Anchors come from `app.anchors` (the only anchor maths); `encode_boxes` mirrors
-`app.box_coder.encode` op for op, so a TF-encoded target decodes back with the
+Anchors come from `app.model.anchors` (the only anchor maths); `encode_boxes` mirrors
+`app.model.box_coder.encode` op for op, so a TF-encoded target decodes back with the
 app's numpy `decode` (tests/test_targets.py proves it). IoU, the threshold
 matcher and the gather are Model Garden's `official.vision.ops`.
 
@@ -14,7 +14,7 @@ force_match_for_each_row every ground-truth box also claims its best anchor.
 import tensorflow as tf
 from official.vision.ops import box_matcher, iou_similarity, target_gather
 
-from app import box_coder
+from app.model import box_coder
 
 EPSILON = box_coder.EPSILON
 POSITIVE, NEGATIVE, IGNORED = 1, -1, -2
@@ -28,7 +28,7 @@ def anchors_to_corners(anchors):
 
 
 def encode_boxes(boxes, anchors, scales=box_coder.DEFAULT_SCALES):
-    """TF twin of `app.box_coder.encode` (faster_rcnn_box_coder).
+    """TF twin of `app.model.box_coder.encode` (faster_rcnn_box_coder).
 
     Args:
       boxes: float32 [..., N, 4] normalized (ymin, xmin, ymax, xmax).
@@ -93,7 +93,7 @@ def assign_targets(gt_boxes, gt_classes, anchors, num_classes, matched_threshold
     Args:
       gt_boxes: float32 [M, 4] normalized (ymin, xmin, ymax, xmax); M may be 0.
       gt_classes: int32 [M] 0-based class ids.
-      anchors: float32 [N, 4] (ycenter, xcenter, height, width) from app.anchors.
+      anchors: float32 [N, 4] (ycenter, xcenter, height, width) from app.model.anchors.
       num_classes: C, classes without background.
       matched_threshold, unmatched_threshold, force_match_for_each_row: see `match`.
       scales: box coder (y, x, height, width) scales.

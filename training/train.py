@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from app import anchors as app_anchors
+from app.model import anchors as app_anchors
 from app import arguments
 from app.errors import UserError
 from training import config as training_config, distribute

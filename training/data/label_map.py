@@ -1,11 +1,11 @@
-"""OD API `label_map.pbtxt` files in training: read with app.label_map (the one parser), written here.
+"""OD API `label_map.pbtxt` files in training: read with app.model.label_map (the one parser), written here.
 
 Ids are 1-based in the file; the rest of edgedet uses 0-based class ids (`id - 1`).
 """
 
 import os
 
-from app.label_map import label_names, read_label_map  # noqa: F401 - the reader training uses
+from app.model.label_map import label_names, read_label_map  # noqa: F401 - the reader training uses
 
 
 def _quoted(text):

@@ -2,7 +2,7 @@
 
 Order, as the OD API: the configured augmentations (training.data.augment) on
 the full-size image, then the fixed_shape_resizer (stretch, bilinear), then the
-one shared `app.preprocess.normalize`, then per-anchor targets. Targets have a fixed
+one shared `app.model.preprocess.normalize`, then per-anchor targets. Targets have a fixed
 shape per image ([N anchors, ...]), so ground-truth boxes need no padding before
 batching; at most `max_boxes` boxes per image are kept (max_number_of_boxes).
 
@@ -12,7 +12,7 @@ parallel map stays reproducible.
 
 import tensorflow as tf
 
-from app import preprocess
+from app.model import preprocess
 from training import targets as ssd_targets
 from training.data import augment as augmentation
 
@@ -23,8 +23,8 @@ CACHE_BUDGET_BYTES = 4 * 1024 ** 3
 def to_model_input(image, height, width, method="bilinear"):
     """uint8 or float32 (0..255) [h, w, 3] RGB -> float32 [height, width, 3] in the model range (stretch + normalize).
 
-    `method` is one of app.preprocess.RESIZE_METHODS; bilinear_tf1 is TF1's resize without
-    half-pixel centres, which app.preprocess.resize_bilinear_tf1 reproduces in numpy.
+    `method` is one of app.model.preprocess.RESIZE_METHODS; bilinear_tf1 is TF1's resize without
+    half-pixel centres, which app.model.preprocess.resize_bilinear_tf1 reproduces in numpy.
     """
     image = tf.cast(image, tf.float32)
     if method == "bilinear_tf1":
@@ -67,7 +67,7 @@ def train_dataset(decoded, cfg, anchors, batch_size, cache=False, augment=True, 
       decoded: tf.data.Dataset of {"image": uint8 [H, W, 3] RGB, "boxes": float32
         [K, 4] normalized yxyx, "classes": int32 [K] 0-based} (training.data.dataset).
       cfg: training.config.Config (model, train, data sections).
-      anchors: float32 [N, 4] (yc, xc, h, w) from app.anchors.anchors_from_config.
+      anchors: float32 [N, 4] (yc, xc, h, w) from app.model.anchors.anchors_from_config.
       batch_size: global batch size (tf.distribute splits it across replicas).
       cache: keep the decoded images in memory (see `fits_in_cache`).
       augment: apply the configured augmentations (training.data.augment).

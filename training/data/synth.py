@@ -18,7 +18,8 @@ import time
 import cv2
 import numpy as np
 
-from app import arguments, synthetic
+from app import arguments
+from app.capture import synthetic
 from app.errors import UserError
 
 _SPLIT_IDS = {"train": 1, "eval": 2}

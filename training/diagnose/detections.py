@@ -3,17 +3,17 @@
 For raw SSD heads the two models are compared anchor by anchor (the same anchor is
 the same prediction slot in both), which needs no score threshold and works even
 for a model with few confident detections. Decoded detections use the app's own
-decode + NMS (app.postprocess) and agreement (app.agreement).
+decode + NMS (app.model.postprocess) and agreement (app.check.agreement).
 """
 
 import collections
 
 import numpy as np
 
-from app import agreement as app_agreement
-from app import box_coder
+from app.check import agreement as app_agreement
+from app.model import box_coder
 from app.config import PostprocessConfig, ReferenceConfig
-from app.postprocess import decode_postprocess_outputs, decode_ssd, map_postprocess_outputs
+from app.model.postprocess import decode_postprocess_outputs, decode_ssd, map_postprocess_outputs
 from training.diagnose.findings import finding
 from training.diagnose.runner import dequantized
 

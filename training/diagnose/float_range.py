@@ -10,8 +10,8 @@ x (1 - agreement between different images) x share of images not filled to the c
 
 import numpy as np
 
-from app.agreement import pooled_agreement
-from app.postprocess import decode_postprocess_outputs, decode_ssd
+from app.check.agreement import pooled_agreement
+from app.model.postprocess import decode_postprocess_outputs, decode_ssd
 
 CANDIDATES = ((-1.0, 1.0), (0.0, 1.0), (0.0, 255.0))
 MAX_IMAGES = 8

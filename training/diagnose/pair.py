@@ -126,7 +126,7 @@ def _spec_for(quant_model, bundle):
     raw = _raw_names(quant_model)
     if raw is None:
         return None
-    from app import anchors, box_coder
+    from app.model import anchors, box_coder
     height, width = quant_model.input_size()
     num = int(quant_model.output_detail(raw["box_encodings"])["shape"][1])
     for reduced in (True, False):
@@ -139,7 +139,7 @@ def _spec_for(quant_model, bundle):
 def _kind(quant_model, spec):
     if spec is not None:
         return "raw_ssd"
-    from app.postprocess import map_postprocess_outputs
+    from app.model.postprocess import map_postprocess_outputs
     try:
         map_postprocess_outputs(quant_model.interp.get_output_details())
         return "postprocess"
@@ -161,7 +161,7 @@ def load_pair(float_arg, quant_arg, float_range_text=None):
     bundle = saved_model = None
     float_range, source = None, None
     if os.path.isfile(os.path.join(float_arg, "model.json")):
-        from app.bundle import load_bundle
+        from app.model.bundle import load_bundle
         bundle = load_bundle(float_arg)
         if "float" not in bundle.models:
             raise UserError("{}: the bundle has no float model to compare against".format(float_arg))

@@ -4,7 +4,7 @@ Inputs follow the model's input tensor:
   * uint8: the resized pixels as they are (the app's path; the input quantization
     is supposed to map 0..255 onto the float range);
   * int8: the float input quantized with the tensor's own parameters;
-  * float32: pixels mapped onto the float range by `app.preprocess.normalize`.
+  * float32: pixels mapped onto the float range by `app.model.preprocess.normalize`.
 Outputs are named by the serving signature's output keys when the file has one
 (converters reorder outputs, keys survive), else by tensor name.
 """
@@ -13,7 +13,7 @@ import collections
 
 import numpy as np
 
-from app import preprocess
+from app.model import preprocess
 from app.errors import UserError
 
 Output = collections.namedtuple("Output", "name tensor values quantization")

@@ -96,7 +96,7 @@ RULES = {
     SSD + "image_resizer.fixed_shape_resizer.height": Key("model.input_height"),
     SSD + "image_resizer.fixed_shape_resizer.width": Key("model.input_width"),
     SSD + "image_resizer.fixed_shape_resizer.resize_method": Same(
-        "BILINEAR", "app/preprocess.py stretches with bilinear resize"),
+        "BILINEAR", "app/model/preprocess.py stretches with bilinear resize"),
     SSD + "image_resizer.fixed_shape_resizer.convert_to_grayscale": Same(False, "input is RGB"),
     FE + "type": Key("model.feature_extractor", _feature_extractor),  # checked on import (architecture.py)
     FE + "depth_multiplier": Key("model.depth_multiplier"),
@@ -161,7 +161,7 @@ RULES = {
         1, "each box keeps one class"),
     SSD + "post_processing.batch_non_max_suppression.soft_nms_sigma": Same(0.0, "NMS is hard NMS"),
     SSD + "post_processing.batch_non_max_suppression.*": No(
-        "TensorFlow NMS implementation option; edgedet's NMS is the numpy code in app/nms.py"),
+        "TensorFlow NMS implementation option; edgedet's NMS is the numpy code in app/model/nms.py"),
     SSD + "post_processing.score_converter": Key("model.score_converter", _score_converter),
     SSD + "post_processing.logit_scale": Same(1.0, "logits are not rescaled"),
     SSD + "loss.localization_loss.weighted_smooth_l1.delta": Key("train.smooth_l1_delta"),

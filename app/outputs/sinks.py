@@ -4,7 +4,7 @@ Event lines (one JSON object per line, flushed as written):
   {"type": "detections", "frame": N, "source": S, "time": T, "model": "edgetpu|int8|float",
    "detections": [{"label": L, "class_id": C, "score": P, "box": [x0, y0, x1, y1]}]}
   {"type": "status", "event": "started|source_lost|source_reconnected|stopped|...", "time": T, ...}
-  {"type": "object", "event": "new|update|end", "id": N, ...}   (see app.objects)
+  {"type": "object", "event": "new|update|end", "id": N, ...}   (see app.tracking.objects)
 `box` is in source-frame pixels; for image folders `source` is the file name. Every string
 goes through app.redact so camera passwords never reach the file.
 """
@@ -64,7 +64,7 @@ class EventWriter(object):
         self._emit(dict(message))
 
     def object_events(self, events):
-        """The pipeline's object events (app.objects): one {"type": "object", ...} line each."""
+        """The pipeline's object events (app.tracking.objects): one {"type": "object", ...} line each."""
         for event in events:
             self._emit(event)
 
@@ -93,7 +93,7 @@ class StatsWriter(object):
 
     Args:
       path: the --stats file.
-      stats: app.stats.Stats.
+      stats: app.pipeline.stats.Stats.
       interval_s: seconds between rewrites.
     """
 

@@ -2,7 +2,7 @@
 
 The user's uint8 model returned garbage while the float model was perfect, and nothing
 noticed. Here the bundle's `model_float.tflite` runs on the CPU beside the live model
-(Edge TPU, int8 or float) and the two are compared with `app.agreement` (matched
+(Edge TPU, int8 or float) and the two are compared with `app.check.agreement` (matched
 detections, IoU >= 0.5 and same class, over all detections; 1.0 when both are empty).
 
 Two checks:
@@ -32,7 +32,7 @@ How the pipeline uses it (the integration contract):
 the live path use the float model on the CPU (`open_float_worker(bundle, thresholds,
 num_threads)` builds it); `on_exit(fields)` must request a non-zero exit. Both are called
 from the checker's thread (or from run_startup's caller), once. `live_detections` are
-app.postprocess.Detections (normalized ymin, xmin, ymax, xmax) from the frame passed with
+app.model.postprocess.Detections (normalized ymin, xmin, ymax, xmax) from the frame passed with
 them; `frame_bgr` is the source frame, uint8 [H, W, 3] BGR, and is copied only when taken.
 """
 
@@ -44,10 +44,11 @@ import time
 
 import numpy as np
 
-from app import agreement as agreement_lib
-from app import diagnosis, live_model, runtime
+from app.check import agreement as agreement_lib
+from app.check import diagnosis
+from app.inference import live_model, runtime
 from app.errors import UserError
-from app.postprocess import Detections
+from app.model.postprocess import Detections
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def load_samples(bundle):
     """The bundle's sample images.
 
     Args:
-      bundle: app.bundle.Bundle.
+      bundle: app.model.bundle.Bundle.
 
     Returns:
       list of (file name, uint8 [H, W, 3] BGR image), in model.json order.
@@ -90,18 +91,18 @@ def open_float_worker(bundle, thresholds, num_threads=1):
     (num_threads as the live CPU path is configured).
 
     Args:
-      bundle: app.bundle.Bundle or app.postprocess_bundle.PostprocessBundle with a "float" model.
+      bundle: app.model.bundle.Bundle or app.model.postprocess_bundle.PostprocessBundle with a "float" model.
       thresholds: decode keyword arguments, the same the live decoder uses.
       num_threads: CPU interpreter threads (0 = auto: all cores but one).
 
     Returns:
-      (app.runtime.Engine, app.pipeline.Worker with model "float").
+      (app.inference.runtime.Engine, app.pipeline.threads.Worker with model "float").
     """
     if "float" not in bundle.models:
         raise UserError("{}: the bundle has no model_float.tflite, so the live model cannot be checked. "
                         "Re-export it, or set reference.enabled: false".format(bundle.path))
     engine = runtime.make_cpu_engine(bundle.models["float"].file, num_threads)
-    if getattr(bundle, "kind", None) == "postprocess":  # app.postprocess_bundle: outputs by signature
+    if getattr(bundle, "kind", None) == "postprocess":  # app.model.postprocess_bundle: outputs by signature
         return engine, live_model.foreign_worker(engine, thresholds, name="float")
     return engine, live_model.bundle_worker(engine, bundle, "float", thresholds)
 
@@ -110,11 +111,11 @@ def detect(worker, image_bgr):
     """Runs one worker on one frame the way the live path does.
 
     Args:
-      worker: app.pipeline.Worker.
+      worker: app.pipeline.threads.Worker.
       image_bgr: uint8 [H, W, 3] BGR frame.
 
     Returns:
-      app.postprocess.Detections (normalized ymin, xmin, ymax, xmax).
+      app.model.postprocess.Detections (normalized ymin, xmin, ymax, xmax).
     """
     worker.writer.write(image_bgr)
     worker.interpreter.invoke()
@@ -144,7 +145,7 @@ def startup_check(live_worker, reference_worker, images, iou=MATCH_IOU):
     """Runs both models on every image and compares them.
 
     Args:
-      live_worker, reference_worker: app.pipeline.Worker.
+      live_worker, reference_worker: app.pipeline.threads.Worker.
       images: list of uint8 [H, W, 3] BGR images (the bundle's samples).
       iou: IoU threshold for a match.
 
@@ -159,11 +160,11 @@ def startup_check(live_worker, reference_worker, images, iou=MATCH_IOU):
 
 
 def cause_for(bundle, live_engine, live_key):
-    """The log-ready likely cause of a mismatch for this bundle's live model (see app.diagnosis).
+    """The log-ready likely cause of a mismatch for this bundle's live model (see app.check.diagnosis).
 
     Args:
-      bundle: app.bundle.Bundle.
-      live_engine: app.runtime.Engine of the live model.
+      bundle: app.model.bundle.Bundle.
+      live_engine: app.inference.runtime.Engine of the live model.
       live_key: "edgetpu" | "int8" | "float".
     """
     recorded = bundle.models["int8"].input_quantization if "int8" in bundle.models else None
@@ -183,7 +184,7 @@ class ReferenceChecker(object):
     """Compares sampled live frames with the float model on a background thread and acts on low agreement.
 
     Args:
-      reference_worker: app.pipeline.Worker of the float model (open_float_worker, num_threads=1).
+      reference_worker: app.pipeline.threads.Worker of the float model (open_float_worker, num_threads=1).
       emit: callable(event, **fields) sending a status event (Pipeline.status's signature).
       cause: the likely-cause sentence (cause_for) logged and sent with every low check.
       interval_s: at most one sampled frame per this many seconds (> 0).
@@ -224,7 +225,7 @@ class ReferenceChecker(object):
 
         Args:
           frame_bgr: uint8 [H, W, 3] BGR source frame (copied only when taken).
-          live_detections: app.postprocess.Detections of the live model on this frame.
+          live_detections: app.model.postprocess.Detections of the live model on this frame.
           source: source name for the event.
 
         Returns:
@@ -247,7 +248,7 @@ class ReferenceChecker(object):
         """The start-up check on the bundle's samples; acts at once when agreement is low.
 
         Args:
-          live_worker: app.pipeline.Worker of the live model.
+          live_worker: app.pipeline.threads.Worker of the live model.
           samples: list of (name, uint8 [H, W, 3] BGR) from load_samples.
 
         Returns:

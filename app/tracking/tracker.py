@@ -19,7 +19,7 @@ import collections
 
 import numpy as np
 
-from app.nms import iou_matrix
+from app.model.nms import iou_matrix
 
 # Correction gains of the alpha-beta filter: position follows a detection by ALPHA of the
 # residual, velocity by BETA of it. On the synthetic camera (shapes at 2-8 px a frame, box

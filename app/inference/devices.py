@@ -9,7 +9,7 @@ the way libedgetpu itself finds devices: USB accelerators by vendor/product id i
 import glob
 import os
 
-from app import runtime
+from app.inference import runtime
 
 _USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
 

@@ -1,7 +1,7 @@
 """The OD API `faster_rcnn_box_coder`, in numpy: boxes <-> offsets relative to anchors.
 
 Boxes are normalized [ymin, xmin, ymax, xmax]; anchors are (ycenter, xcenter,
-height, width) as `app.anchors` makes them; codes are (ty, tx, th, tw):
+height, width) as `app.model.anchors` makes them; codes are (ty, tx, th, tw):
   ty = (yc - yc_a) / h_a * y_scale      tx = (xc - xc_a) / w_a * x_scale
   th = log(h / h_a) * height_scale      tw = log(w / w_a) * width_scale
 """

@@ -316,7 +316,7 @@ def open_bundle_engine(bundle, runtime="auto", precision="auto", device="", num_
     is one and the TPU works, else model_int8.tflite on the CPU.
 
     Args:
-      bundle: app.bundle.Bundle.
+      bundle: app.model.bundle.Bundle.
       runtime: "auto" | "edgetpu" | "cpu".
       precision: "auto" | "int8" | "float".
       device: Edge TPU device string.

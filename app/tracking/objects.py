@@ -22,15 +22,15 @@ import logging
 
 import numpy as np
 
-from app import filters, zones as zones_mod
+from app.tracking import filters, zones as zones_mod
 from app.config import SourceObjectsConfig
 from app.errors import UserError
-from app.tracker import Tracker
+from app.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
 # objects: list of the confirmed objects' event fields (dicts, see above) this frame;
-# zones: list of app.zones.Zone drawn on this frame; detection_ids: int64 [K] track id of
+# zones: list of app.tracking.zones.Zone drawn on this frame; detection_ids: int64 [K] track id of
 # each of the frame's detections, -1 when filtered out or not yet confirmed.
 ObjectFrame = collections.namedtuple("ObjectFrame", "objects zones detection_ids events")
 

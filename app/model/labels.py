@@ -2,7 +2,7 @@
 
 Four formats are accepted, decided for the whole file so a name that happens
 to start with a digit is not misread:
-  * the OD API's label_map.pbtxt (`item { id: 1 name: 'circle' }`, ids 1-based; app.label_map);
+  * the OD API's label_map.pbtxt (`item { id: 1 name: 'circle' }`, ids 1-based; app.model.label_map);
   * Coral's "id  name" (ids may have gaps, e.g. coco_labels.txt);
   * "id: name";
   * one name per line; ids are 0-based line numbers.
@@ -12,7 +12,7 @@ class name: such a file is a malformed label map or not a label file at all.
 
 import re
 
-from app import label_map
+from app.model import label_map
 from app.errors import UserError
 from app.textfile import read_text
 

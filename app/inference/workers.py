@@ -8,9 +8,11 @@ rebuilt as the float model on the CPU.
 
 import logging
 
-from app import devices, live_model, postprocess_bundle, reference, runtime
+from app.inference import devices, live_model, runtime
+from app.model import postprocess_bundle
+from app.check import reference
 from app.errors import UserError
-from app.labels import class_thresholds_by_id, read_labels
+from app.model.labels import class_thresholds_by_id, read_labels
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,9 @@ class LiveModel(object):
     """The opened live model.
 
     Attributes:
-      pairs: list of (app.runtime.Engine, app.pipeline.Worker), one per accelerator.
+      pairs: list of (app.inference.runtime.Engine, app.pipeline.threads.Worker), one per accelerator.
       labels: dict {class_id: name}.
-      bundle: app.bundle.Bundle, or None for a foreign model.
+      bundle: app.model.bundle.Bundle, or None for a foreign model.
       thresholds: decode keyword arguments.
       devices: the device string of each pair.
 
@@ -99,7 +101,7 @@ class LiveModel(object):
             self.foreign_file = self.bundle.models["int8"].file
             _warn_nms_settings(self.foreign_file, overrides)
         else:
-            from app.bundle import load_bundle
+            from app.model.bundle import load_bundle
             bundle = load_bundle(app_cfg.model)
             self._open_bundle(bundle, bundle.postprocess, overrides)
         if before_open is not None:

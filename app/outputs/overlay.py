@@ -63,7 +63,7 @@ def draw_hud(image, text):
 
 
 def hud_text(stats):
-    """"12.3 fps | inference 45.6 ms | ai_edge_litert 2.3.0 CPU" from an app.stats.Stats."""
+    """"12.3 fps | inference 45.6 ms | ai_edge_litert 2.3.0 CPU" from an app.pipeline.stats.Stats."""
     return "{:.1f} fps | inference {:.1f} ms | {}".format(stats.processed_fps(), stats.stage_ms("invoke"),
                                                          stats.runtime)
 
@@ -73,7 +73,7 @@ def draw_zones(image, zones):
 
     Args:
       image: uint8 [H, W, 3] BGR frame.
-      zones: app.zones.Zone list (polygons in source-frame pixels (x, y)).
+      zones: app.tracking.zones.Zone list (polygons in source-frame pixels (x, y)).
     """
     import cv2
     for zone in zones:

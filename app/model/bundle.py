@@ -14,7 +14,7 @@ import numpy as np
 
 from app.config import PostprocessConfig
 from app.errors import UserError
-from app.labels import read_labels
+from app.model.labels import read_labels
 
 FORMAT_VERSION = 1
 MODEL_KINDS = ("float", "int8", "edgetpu")
@@ -53,7 +53,7 @@ class Bundle:
     raw: the model.json dict as read.
     postprocess_model: absolute path of the optional model ending in
       TFLite_Detection_PostProcess (model.json "postprocess_model": {"file": ...}), or None.
-    resize: app.preprocess.RESIZE_METHODS entry (model.json input.resize_method; bilinear if absent).
+    resize: app.model.preprocess.RESIZE_METHODS entry (model.json input.resize_method; bilinear if absent).
     """
     path: str
     labels: list
@@ -207,7 +207,7 @@ def input_section(data, where):
 
 def _resize_method(data, where):
     """input.resize_method, optional (bundles written before it existed are bilinear)."""
-    from app.preprocess import RESIZE_METHODS
+    from app.model.preprocess import RESIZE_METHODS
     if "resize_method" not in data["input"]:
         return "bilinear"
     method = get_key(data, "input.resize_method", str, where)

@@ -32,11 +32,11 @@ import logging
 import threading
 import time
 
-from app import postprocess
-from app.objects import counts as object_counts
+from app.model import postprocess
+from app.tracking.objects import counts as object_counts
 from app.redact import redact
-from app.slots import Closed, FrameSlots, ResultQueue
-from app.sources import SourceLost
+from app.pipeline.slots import Closed, FrameSlots, ResultQueue
+from app.capture.sources import SourceLost
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,10 @@ Worker = collections.namedtuple("Worker", "interpreter writer reader decoder mod
 # (writer layout, input array) from InputWriter.prepare, `prepare_s` the seconds it took.
 FrameJob = collections.namedtuple("FrameJob", "source index name image time prepared prepare_s")
 # What the output stage gives every sink. boxes: float32 [K, 4] pixels (x0, y0, x1, y1);
-# detections: app.postprocess.Detections (normalized ymin, xmin, ymax, xmax); raw: the
+# detections: app.model.postprocess.Detections (normalized ymin, xmin, ymax, xmax); raw: the
 # source frame, BGR, untouched (for checkers); image: a copy with the overlay drawn when a
 # sink wants pictures, else the raw frame itself.
-# objects: app.objects.ObjectFrame when the object stage runs for this source, else None.
+# objects: app.tracking.objects.ObjectFrame when the object stage runs for this source, else None.
 FrameResult = collections.namedtuple(
     "FrameResult", "source frame name time raw image detections boxes labels model timings objects",
     defaults=(None,))
@@ -67,12 +67,12 @@ class Pipeline(object):
     """Runs sources through workers into sinks until stopped or out of frames.
 
     Args:
-      sources: opened sources (app.sources), each with name, live, read(), reopen(), close().
+      sources: opened sources (app.capture.sources), each with name, live, read(), reopen(), close().
       workers: list of Worker; one inference thread each, all sharing all sources.
       labels: dict {class_id: name}.
       sinks: objects with write(FrameResult) and optionally status(dict), close(),
         and a truthy `wants_image` (read per frame) if they show the picture.
-      stats: app.stats.Stats.
+      stats: app.pipeline.stats.Stats.
       max_frames: stop after this many processed frames (all sources); 0 = no limit.
       hud: callable(Stats) -> heads-up text drawn on the frame, or None.
       draw: callable(image, FrameResult, hud_text) drawing the overlay in place, or None.
@@ -80,7 +80,7 @@ class Pipeline(object):
       invoke_timeout_s: seconds an invoke may run before it counts as hung (0 = off).
       rebuild: callable(index, Worker) -> new Worker for a hung interpreter; raising means
         the interpreter cannot be rebuilt. None: a hung invoke stops the pipeline.
-      objects: app.objects.ObjectStages run on every result before the overlay, or None. Its
+      objects: app.tracking.objects.ObjectStages run on every result before the overlay, or None. Its
         events go to every sink with `object_events(list of dict)`, and the `end` events of
         the objects still live when the pipeline stops, in join().
     """

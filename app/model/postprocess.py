@@ -17,7 +17,7 @@ import functools
 
 import numpy as np
 
-from app import box_coder, nms
+from app.model import box_coder, nms
 
 Detections = collections.namedtuple("Detections", "boxes scores class_ids")
 Detections.__doc__ = """Detections of one image, sorted by score, highest first.

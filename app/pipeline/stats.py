@@ -89,7 +89,7 @@ class Stats(object):
             self._reference = collections.OrderedDict(sorted(fields.items()))
 
     def set_objects(self, source, counts):
-        """Records a source's object counts now (app.objects.counts: total, per label, per zone)."""
+        """Records a source's object counts now (app.tracking.objects.counts: total, per label, per zone)."""
         with self._lock:
             self._objects[source] = counts
 

@@ -8,7 +8,7 @@ import collections
 
 import numpy as np
 
-from app.zones import label_ids
+from app.tracking.zones import label_ids
 
 # float [C] per class id: keep (bool), min_score, min_area, max_area (inf = no limit).
 Rules = collections.namedtuple("Rules", "keep min_score min_area max_area")

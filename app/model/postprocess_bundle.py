@@ -9,7 +9,7 @@ the bundle's labels; there are no anchors or raw head outputs to decode.
 import os
 from dataclasses import dataclass
 
-from app import bundle as raw_bundle
+from app.model import bundle as raw_bundle
 from app.errors import UserError
 
 KIND = "postprocess"
@@ -17,14 +17,14 @@ KIND = "postprocess"
 
 @dataclass(frozen=True, eq=False)
 class PostprocessBundle:
-    """A loaded convert-savedmodel bundle; attribute names follow app.bundle.Bundle.
+    """A loaded convert-savedmodel bundle; attribute names follow app.model.bundle.Bundle.
 
     path: absolute bundle directory.
     labels: list of class names; index = 0-based class id.
     input_height, input_width: model input size in pixels.
     float_range: (low, high) float input range of the float model.
-    models: {"int8", "float"}: app.bundle.ModelFile. `outputs` is empty: post-processed outputs
-      are found by signature, name and shape (app.postprocess).
+    models: {"int8", "float"}: app.model.bundle.ModelFile. `outputs` is empty: post-processed outputs
+      are found by signature, name and shape (app.model.postprocess).
     samples: absolute paths of sample images (none are written by convert-savedmodel).
     raw: the model.json dict as read.
     """

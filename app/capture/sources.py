@@ -67,7 +67,7 @@ class _Paced(object):
 
 
 class SyntheticSource(object):
-    """`app.synthetic.MovingScene` as a camera.
+    """`app.capture.synthetic.MovingScene` as a camera.
 
     Paced (fps > 0) it is a live camera: frames come on time and stale ones are dropped.
     Unpaced (@0) it renders on demand, one frame ahead of inference, because rendering
@@ -75,7 +75,7 @@ class SyntheticSource(object):
     """
 
     def __init__(self, width=640, height=480, fps=30.0, seed=0):
-        from app.synthetic import MovingScene
+        from app.capture.synthetic import MovingScene
         self.live = fps > 0
         self.name = "synthetic:{}x{}@{:g}".format(width, height, fps)
         self.frame_size = (int(width), int(height))  # known before the first frame (zones are checked on it)

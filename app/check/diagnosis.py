@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from app import preprocess
+from app.model import preprocess
 
 # How far (relative scale, zero point units) a quantization may be from the expected one
 # and still count as mapping 0..255 onto the float range; converters round the zero point.
@@ -67,8 +67,8 @@ def input_range_cause(dtype, scale, zero_point, float_range):
             "0..255 to {} but the float model expects {}".format(
                 np.dtype(dtype).name, scale, zero_point, _fmt_range((low, high)), _fmt_range(float_range)))
     if abs(low) < 0.5 and abs(high - 255.0) < 0.1 * 255.0:
-        return text + ": it was calibrated with raw pixels, not with app.preprocess (normalized) images"
-    return text + ": its representative data was not preprocessed like training (app.preprocess)"
+        return text + ": it was calibrated with raw pixels, not with app.model.preprocess (normalized) images"
+    return text + ": its representative data was not preprocessed like training (app.model.preprocess)"
 
 
 def recorded_cause(scale, zero_point, recorded):

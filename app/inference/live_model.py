@@ -3,14 +3,14 @@
 `InputWriter` turns a BGR frame into the input tensor's contents with as little work as the
 tensor allows: stretch-resize, then BGR->RGB when its uint8 quantization already maps 0..255
 onto the bundle's float range (the int8 model folded normalization into its input); XOR 128
-for int8 inputs (same mapping shifted); `app.preprocess.normalize` only for float inputs.
+for int8 inputs (same mapping shifted); `app.model.preprocess.normalize` only for float inputs.
 Any other quantization gets the exact float path (normalize, then quantize) and a warning,
 because it means the model was calibrated on a different range. `prepare` does this without
 touching the interpreter (the pipeline runs it on the capture thread) and `load` copies the
 result in.
 
 `OutputReader` finds the raw head outputs BY NAME (the converter reorders outputs), and
-`decode` turns them into `app.postprocess.Detections`.
+`decode` turns them into `app.model.postprocess.Detections`.
 """
 
 import logging
@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from app import postprocess, preprocess
+from app.model import postprocess, preprocess
 from app.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class InputWriter(object):
     Args:
       interpreter: an allocated TFLite interpreter with one [1, H, W, 3] input.
       float_range: (low, high) float input range of the model family.
-      resize: app.preprocess.RESIZE_METHODS entry the model was trained with.
+      resize: app.model.preprocess.RESIZE_METHODS entry the model was trained with.
     """
 
     def __init__(self, interpreter, float_range=preprocess.INPUT_RANGE, resize="bilinear"):
@@ -170,15 +170,15 @@ def check_labels(reader, labels, model_path):
 
 
 def bundle_worker(engine, bundle, key, thresholds):
-    """An opened bundle model wired for the live path: an app.pipeline.Worker.
+    """An opened bundle model wired for the live path: an app.pipeline.threads.Worker.
 
     Args:
-      engine: app.runtime.Engine running the bundle's model `key`.
-      bundle: app.bundle.Bundle.
+      engine: app.inference.runtime.Engine running the bundle's model `key`.
+      bundle: app.model.bundle.Bundle.
       key: "edgetpu" | "int8" | "float", the model.json entry whose output names are read.
       thresholds: decode_ssd keyword arguments.
     """
-    from app.pipeline import Worker
+    from app.pipeline.threads import Worker
     reader = OutputReader(engine.interpreter, bundle.models[key].outputs, engine.model_path)
     writer = InputWriter(engine.interpreter, bundle.float_range, bundle.resize)
     return Worker(engine.interpreter, writer, reader, BundleDecoder(reader, bundle, thresholds), key)
@@ -189,7 +189,7 @@ class BundleDecoder(object):
 
     Args:
       reader: OutputReader of the live interpreter.
-      bundle: app.bundle.Bundle (anchors, box_coder_scales, score_converter).
+      bundle: app.model.bundle.Bundle (anchors, box_coder_scales, score_converter).
       thresholds: dict of decode_ssd keyword arguments (score_threshold, iou_threshold,
         max_detections, max_detections_per_class, class_score_thresholds by class id).
     """
@@ -260,11 +260,11 @@ def foreign_worker(engine, thresholds, name=None):
     """An opened model ending in TFLite_Detection_PostProcess wired for the live path.
 
     Args:
-      engine: app.runtime.Engine running the model.
+      engine: app.inference.runtime.Engine running the model.
       thresholds: dict with score_threshold, max_detections, class_score_thresholds (by class id).
       name: the Worker's model name; default the file name ("float" for a float reference).
     """
-    from app.pipeline import Worker
+    from app.pipeline.threads import Worker
     reader = ForeignReader(engine.interpreter, engine.model_path)
     writer = InputWriter(engine.interpreter)
     return Worker(engine.interpreter, writer, reader, ForeignDecoder(reader, thresholds),

@@ -1,0 +1,1 @@
+"""Frame sources: cameras, streams, files, image folders and the synthetic camera."""

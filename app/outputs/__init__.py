@@ -1,0 +1,1 @@
+"""Where results go: JSON-lines events and stats, the overlay and preview window, the web view."""

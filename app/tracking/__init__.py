@@ -1,0 +1,1 @@
+"""Detections become objects, per source: filters -> tracker -> zones -> object events."""
