@@ -1,6 +1,7 @@
 """Export pieces on a tiny real SSD: converters, full-integer checks, output naming, gate, bundle writing."""
 
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -111,12 +112,15 @@ def test_bundle_destination_and_atomic_publish(tmp_path):
     open(os.path.join(staged, "model.json"), "w").write("{}")
     bundle_writer.publish(staged, out, force=False)
     assert (out / "model.json").read_text() == "{}"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # readable by a service's user, not mkdtemp's 0700
+    out.chmod(0o750)
     with pytest.raises(UserError, match="already exists.*--force"):
         bundle_writer.check_destination(out, force=False)
     staged = bundle_writer.staging_dir(out)
     open(os.path.join(staged, "model.json"), "w").write('{"v": 2}')
     bundle_writer.publish(staged, out, force=True)
     assert (out / "model.json").read_text() == '{"v": 2}'
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750  # the replaced bundle's mode is kept
     assert sorted(p.name for p in out.parent.iterdir()) == ["b"]  # no temp or old dirs left
 
 

@@ -34,6 +34,12 @@ def _mode(path):
     return stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0o644
 
 
+def _dir_mode(path):
+    """The permission bits for a published bundle folder: those of the bundle it replaces, else
+    rwxr-xr-x (mkdtemp's own 0700 would hide the bundle from a service's user)."""
+    return stat.S_IMODE(os.stat(path).st_mode) if os.path.isdir(path) else 0o755
+
+
 def write_text_atomic(path, text):
     """Writes `text` to `path` via a temp file in the same folder + os.replace."""
     path = str(path)
@@ -114,6 +120,7 @@ def publish(staged, out, force):
     in place; if the second rename fails, the old one is put back.
     """
     out = os.path.abspath(str(out))
+    os.chmod(staged, _dir_mode(out))
     old = None
     if os.path.exists(out):
         if not force:
