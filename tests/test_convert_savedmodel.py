@@ -96,6 +96,9 @@ def test_converts_gates_and_writes_a_bundle_the_app_runs(odapi_savedmodel, tmp_p
     assert {d["label"] for f in frames for d in f["detections"]} <= {"circle", "square", "triangle"}
     checks = [e for e in events if e.get("event") == "reference_check" and e["agreement"] is not None]
     assert checks and all(c["agreement"] >= 0.9 for c in checks), checks
+    # The start-up check runs on the bundle's samples (the first calibration images, as PNG).
+    assert meta["samples"] == ["samples/{}.png".format(i) for i in range(4)]
+    assert [c["source"] for c in checks][:1] == ["samples"], checks
     assert not [e for e in events if e.get("event") in ("reference_mismatch", "fallback")]
 
 

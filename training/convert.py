@@ -38,7 +38,7 @@ from app.errors import UserError
 from app.model.labels import read_labels
 from app.inference.workers import FOREIGN_DEFAULTS  # the app's thresholds for models ending in post-processing
 from training import bundle_writer, fidelity
-from training.export import EXIT_REJECTED
+from training.export import EXIT_REJECTED, NUM_SAMPLES
 
 INT8_FILE = "model_int8_postprocess.tflite"
 FLOAT_FILE = "model_float_postprocess.tflite"
@@ -223,7 +223,19 @@ def _stage_savedmodel(saved_model, options, staged):
     return path, postprocess_options.read_options(path)
 
 
-def _model_json(labels, height, width, int8_path, saved_model, fid, nms):
+def _write_samples(folder, images):
+    """The first export.NUM_SAMPLES images as PNGs in `folder`/samples (the app's start-up check)."""
+    import cv2
+    os.makedirs(os.path.join(folder, "samples"))
+    names = ["samples/{}.png".format(i) for i in range(min(NUM_SAMPLES, len(images)))]
+    for name, rgb in zip(names, images):
+        _, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data.tobytes())
+    return names
+
+
+def _model_json(labels, height, width, int8_path, saved_model, fid, nms, samples):
     from training import convert_tflite
     with open(int8_path, "rb") as f:
         quant = convert_tflite.quantization_params(f.read())["input"]
@@ -236,6 +248,7 @@ def _model_json(labels, height, width, int8_path, saved_model, fid, nms):
                               "nms": nms},
         "float_postprocess_model": {"file": FLOAT_FILE},
         "fidelity": fid,
+        "samples": samples,
         "run": "python -m app --model <this folder>",
         "source": {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    "converted_from": os.path.abspath(saved_model), "edgedet_version": "0.1.0"},
@@ -277,7 +290,8 @@ def convert_savedmodel(saved_model, images_dir, out, labels_path=None, max_drop=
         fid = compare(float_dets, int8_dets, images, len(labels), max_drop, FOREIGN_DEFAULTS["score_threshold"])
         with open(os.path.join(staged, "labels.txt"), "w") as f:
             f.write("".join("{}  {}\n".format(i, name) for i, name in enumerate(labels)))
-        meta = _model_json(labels, height, width, paths["int8"], saved_model, fid, nms)
+        meta = _model_json(labels, height, width, paths["int8"], saved_model, fid, nms,
+                           _write_samples(staged, images))
         bundle_writer.write_json_atomic(os.path.join(staged, "report.json"), {"fidelity": fid})
         bundle_writer.write_json_atomic(os.path.join(staged, "model.json"), meta)
         return _finish(staged, out, force, fid, log)

@@ -225,6 +225,13 @@ def _postprocess_model(bundle_dir, data, where):
     return existing_file(bundle_dir, get_key(data, key, str, where), where, key)
 
 
+def samples_section(bundle_dir, data, where):
+    """Absolute paths of model.json's "samples" (the start-up check's images); [] when absent."""
+    if "samples" not in data:
+        return []
+    return [existing_file(bundle_dir, s, where, "samples") for s in get_key(data, "samples", list, where)]
+
+
 def load_bundle(path):
     """Loads and checks a bundle directory.
 
@@ -256,12 +263,10 @@ def load_bundle(path):
     if converter not in ("sigmoid", "softmax"):
         raise UserError("{}: 'score_converter' must be sigmoid or softmax, got {!r}. {}."
                         .format(where, converter, _REEXPORT))
-    samples = [existing_file(bundle_dir, s, where, "samples")
-               for s in get_key(data, "samples", list, where)] if "samples" in data else []
     return Bundle(path=bundle_dir, labels=labels_section(bundle_dir, data, where), input_height=height,
                   input_width=width, float_range=float_range, anchors=_anchors(bundle_dir, data, where),
                   box_coder_scales=_box_coder_scales(data, where), score_converter=converter,
                   models=_models(bundle_dir, data, where), postprocess=_postprocess(data, where),
-                  samples=samples, raw=data,
+                  samples=samples_section(bundle_dir, data, where), raw=data,
                   postprocess_model=_postprocess_model(bundle_dir, data, where),
                   resize=_resize_method(data, where))

@@ -25,7 +25,7 @@ class PostprocessBundle:
     float_range: (low, high) float input range of the float model.
     models: {"int8", "float"}: app.model.bundle.ModelFile. `outputs` is empty: post-processed outputs
       are found by signature, name and shape (app.model.postprocess).
-    samples: absolute paths of sample images (none are written by convert-savedmodel).
+    samples: absolute paths of the sample images (a few of the calibration images).
     raw: the model.json dict as read.
     """
     path: str
@@ -71,4 +71,4 @@ def load(path):
               "float": _model_file(bundle_dir, data, "float_postprocess_model", where)}
     return PostprocessBundle(path=bundle_dir, labels=raw_bundle.labels_section(bundle_dir, data, where),
                              input_height=height, input_width=width, float_range=float_range, models=models,
-                             samples=[], raw=data)
+                             samples=raw_bundle.samples_section(bundle_dir, data, where), raw=data)
