@@ -265,3 +265,19 @@ def test_unreachable_broker_at_start_is_one_line_unless_told_to_wait(tmp_path):
         if broker is not None:
             broker.stop()
     assert code == 0 and "retrying in the background" in err, err
+
+
+def test_tls_with_a_self_signed_ca(tmp_path):
+    broker = Broker(tmp_path, tls=True).start()
+    try:
+        trusted = _config(tmp_path, broker.tls_port, host="localhost",  # the certificate names 127.0.0.1
+                          tls={"enabled": True, "ca_certs": broker.ca_path, "insecure": True})
+        with Subscriber(broker, ["edgedet/available"]) as sub:
+            proc = _app(trusted, "--max-frames", "10")
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            assert [m.payload for m in sub.wait_for(lambda m: True, 5)][:2] == [b"online", b"offline"]
+        line = _one_line_exit_2(_config(tmp_path, broker.tls_port, tls={"enabled": True}))  # system CAs only
+        assert "mqtt.tls: the TLS handshake" in line and "CERTIFICATE_VERIFY_FAILED" in line
+    finally:
+        broker.stop()

@@ -15,6 +15,7 @@ differ in argument lists and in the type of the reason codes (int or ReasonCode)
 """
 
 import logging
+import ssl
 import threading
 import time
 
@@ -161,12 +162,18 @@ class MqttClient(object):
         return self
 
     def _unreachable(self, error):
+        """A failed first connect: UserError, or (wait_for_broker) retries in the background."""
         s = self._settings
-        where = "mqtt.tls" if "SSL" in type(error).__name__ else "mqtt.host/mqtt.port {}:{}".format(s.host, s.port)
+        if isinstance(error, ssl.SSLError):  # a certificate does not fix itself: never worth waiting for
+            raise UserError("mqtt.tls: the TLS handshake with {}:{} failed ({}). Check mqtt.tls.ca_certs (the CA "
+                            "that signed the broker's certificate), certfile and keyfile, or mqtt.tls.insecure for "
+                            "a certificate made for another host name".format(s.host, s.port, error))
         if not s.wait_for_broker:
-            raise UserError("{}: cannot connect to the broker ({}). Start the broker, fix the setting, or set "
-                            "mqtt.wait_for_broker: true to start anyway and keep retrying".format(where, error))
-        log.warning("%s: cannot connect to the broker (%s); retrying in the background", where, error)
+            raise UserError("mqtt.host/mqtt.port {}:{}: cannot connect to the broker ({}). Start the broker, fix the "
+                            "address, or set mqtt.wait_for_broker: true to start anyway and keep retrying"
+                            .format(s.host, s.port, error))
+        log.warning("mqtt.host/mqtt.port %s:%d: cannot connect to the broker (%s); retrying in the background",
+                    s.host, s.port, error)
         self._client.connect_async(s.host, s.port, s.keepalive_s)
 
     def close(self, timeout=CLOSE_S):
