@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
-from app.config import MqttConfig, MqttTlsConfig, build
+from app.config import MqttConfig, build
 from app.errors import UserError
 from app.outputs import hass, mqtt_settings, overlay
-from app.outputs.mqtt import encode_snapshot, slug
+from app.outputs.mqtt import MqttSink, encode_snapshot, slug
+from app.pipeline.threads import FrameResult
+from app.tracking.objects import ObjectFrame
 from app.outputs.outbox import Outbox
 from app.redact import redact
 from app_support import free_port, start_app, stop_app, wait_for
@@ -85,8 +87,45 @@ def test_snapshot_jpeg_has_the_box_drawn_in_the_class_colour():
     assert np.abs(image[250, 200].astype(float) - 90).max() < 10  # inside stays the frame
 
 
+def _frame(time_s, *objects):
+    """A FrameResult of SOURCE at `time_s` whose objects are (label, score) pairs."""
+    fields = [{"label": label, "score": score, "box": [10.0, 10.0, 50.0, 60.0]} for label, score in objects]
+    image = np.zeros((480, 640, 3), np.uint8)
+    return FrameResult(SOURCE, 0, SOURCE, time_s, image, image, None, None, None, "int8", {},
+                       ObjectFrame(fields, [], None, []))
+
+
+def _drain(outbox):
+    taken = []
+    message = outbox.take(0.0)
+    while message is not None:
+        taken.append(message)
+        message = outbox.take(0.0)
+    return {m.topic: m.payload for m in taken}
+
+
+def test_sink_queues_counts_on_change_and_rate_limited_best_snapshots():
+    sink = MqttSink(_settings(snapshot_interval_s=1.0), {SOURCE: ("cam", ["circle", "square"])},
+                    {"circle": 0, "square": 1})
+    assert _drain(sink.outbox) == {"edgedet/cam/circle": "0", "edgedet/cam/square": "0"}
+    sink.write(_frame(0.0, ("circle", 0.6), ("circle", 0.5)))
+    sent = _drain(sink.outbox)
+    assert sent["edgedet/cam/circle"] == "2" and "edgedet/cam/square" not in sent
+    assert callable(sent["edgedet/cam/circle/snapshot"])  # encoded later, on the publisher thread
+    sink.write(_frame(0.5, ("circle", 0.8), ("circle", 0.5)))  # better, but inside the interval: held
+    sink.write(_frame(0.6, ("circle", 0.7), ("circle", 0.5)))  # not better than the held one
+    assert _drain(sink.outbox) == {}
+    sink.write(_frame(1.0, ("circle", 0.7)))  # the interval is over: the held 0.8 goes, the count drops
+    sent = _drain(sink.outbox)
+    assert sent["edgedet/cam/circle"] == "1" and sent["edgedet/cam/circle/snapshot"].args[4] == 0.8
+    sink.write(_frame(1.1))  # out of view: the next circle starts a new best
+    sink.write(_frame(2.5, ("circle", 0.3)))
+    sent = _drain(sink.outbox)
+    assert sent["edgedet/cam/circle"] == "1" and sent["edgedet/cam/circle/snapshot"].args[4] == 0.3
+
+
 def _settings(**keys):
-    return build(MqttConfig, dict({"enabled": True}, **keys), "c.yaml: mqtt")
+    return build(MqttConfig, dict({"enabled": True, "username": "edgedet"}, **keys), "c.yaml: mqtt")
 
 
 @pytest.mark.parametrize("keys, named", [
@@ -96,6 +135,7 @@ def _settings(**keys):
     ({"tls": {"ca_certs": "/nonexistent/ca.crt"}}, "mqtt.tls.ca_certs"),
     ({"password_file": "/nonexistent/pw"}, "mqtt.password_file"),
     ({"password_env": "EDGEDET_TEST_UNSET_VARIABLE"}, "mqtt.password_env"),
+    ({"username": "", "password_env": "HOME"}, "mqtt.username"),
 ])
 def test_bad_settings_name_the_key(keys, named):
     with pytest.raises(UserError, match=named.replace(".", r"\.")):

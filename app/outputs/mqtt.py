@@ -49,13 +49,13 @@ class _Source(object):
 
     def __init__(self, prefix, name, labels):
         self.name, self.labels = name, {label: slug(label) for label in labels}
-        self.events = "{}/{}/events".format(prefix, name)
+        self.base = "{}/{}".format(prefix, name)
+        self.events = self.base + "/events"
         self.counts = {label: 0 for label in labels}
         self.best, self.pending, self.sent_at = {}, {}, {}
-        self._prefix = prefix
 
     def count_topic(self, label):
-        return "{}/{}/{}".format(self._prefix, self.name, self.labels.get(label) or slug(label))
+        return "{}/{}".format(self.base, self.labels.get(label) or slug(label))
 
     def snapshot_topic(self, label):
         return self.count_topic(label) + "/snapshot"
@@ -91,8 +91,8 @@ class MqttSink(object):
             return []
         messages = []
         for source in self._sources.values():
-            def topics(label_slug, source=source):
-                count = "{}/{}/{}".format(self._settings.topic_prefix, source.name, label_slug)
+            def topics(label_slug, base=source.base):
+                count = "{}/{}".format(base, label_slug)
                 return {"count": count, "snapshot": count + "/snapshot" if self._settings.snapshots else None,
                         "available": self.available}
             messages += hass.discovery_messages(self._settings.discovery_prefix, slug(self._settings.topic_prefix),

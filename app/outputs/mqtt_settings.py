@@ -47,6 +47,9 @@ def check_settings(settings, where):
     _check_prefix(settings.discovery_prefix, "discovery_prefix", where)
     if settings.password_file and settings.password_env:
         raise UserError("{}: mqtt.password_file and mqtt.password_env are both set; keep one".format(where))
+    if (settings.password_file or settings.password_env) and not settings.username:
+        raise UserError("{}: mqtt.username is empty but a password is set; MQTT sends a password only with "
+                        "a user name".format(where))
     for key in ("ca_certs", "certfile", "keyfile"):
         path = getattr(settings.tls, key)
         if path and not os.path.isfile(path):
