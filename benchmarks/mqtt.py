@@ -19,6 +19,7 @@ what was published and dropped, and the mean JPEG encode time of a snapshot (pub
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -36,22 +37,17 @@ LABELS = ("circle", "square", "triangle")
 SOURCE = "synthetic:640x480@30"
 
 
-def start_broker(folder, port):
+def start_broker(folder):
+    """mosquitto on a loopback port free now (anonymous, no persistence): (process, port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     conf = os.path.join(folder, "mosquitto.conf")
     with open(conf, "w") as f:
         f.write("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n".format(port))
     proc = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    return proc
-
-
-def free_port():
-    import socket
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+    return proc, port
 
 
 def frames(count, seed=0):
@@ -103,8 +99,8 @@ def main():
     args = parser.parse_args()
     if not shutil.which("mosquitto"):
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
-    folder, port = tempfile.mkdtemp(prefix="mqtt-bench-"), free_port()
-    broker = start_broker(folder, port)
+    folder = tempfile.mkdtemp(prefix="mqtt-bench-")
+    broker, port = start_broker(folder)
     settings = build(MqttConfig, {"enabled": True, "host": "127.0.0.1", "port": port, "outbox_size": 100}, "bench")
     sink = MqttSink(settings, {SOURCE: ("synthetic_640x480_30", list(LABELS))}, {l: i for i, l in enumerate(LABELS)},
                     "int8")
