@@ -1,7 +1,8 @@
 """Masks credentials in text before it reaches a log, an event, the stats or the web page.
 
 Camera URLs carry passwords (`rtsp://admin:secret@10.0.0.5/stream`), and some cameras take
-them as query parameters (`...?user=admin&password=secret`). Everything edgedet shows to the
+them as query parameters (`...?user=admin&password=secret`); a password read from a file or the
+environment (the MQTT broker's) is registered with `add_secret`. Everything edgedet shows to the
 outside passes through `redact` (strings) or `redact_value` (JSON-like structures).
 
 The userinfo rule is greedy up to the last "@" before the first "/" or whitespace, because

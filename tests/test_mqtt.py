@@ -213,13 +213,13 @@ def test_app_publishes_events_counts_snapshots_and_discovery(tmp_path, broker):
         proc = _app(config, "--max-frames", "90", "--stats", str(tmp_path / "stats.json"))
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-        assert live.wait_for(lambda m: m.payload == b"offline", 5)  # a clean stop says offline itself
-    topics = [m.topic for m in live.received()]
-    assert topics[0] == "edgedet/available" and live.received()[0].payload == b"online"
-    events = [json.loads(m.payload) for m in live.received(lambda m: m.topic == NODE + "/events")]
+        assert live.wait_for(lambda m: m.payload == b"offline" and not m.retain, 5)  # a clean stop says it
+    published = live.received(lambda m: not m.retain)  # by this run, not left by an earlier test
+    assert (published[0].topic, published[0].payload) == ("edgedet/available", b"online")
+    events = [json.loads(m.payload) for m in published if m.topic == NODE + "/events"]
     assert events and {e["event"] for e in events} >= {"new", "end"}
     assert all(e["type"] == "object" and e["source"] == SOURCE and len(e["box"]) == 4 for e in events)
-    counts = [int(m.payload) for m in live.received(lambda m: m.topic == NODE + "/circle")]
+    counts = [int(m.payload) for m in published if m.topic == NODE + "/circle"]
     assert counts[0] == 0 and max(counts) >= 1
     assert PASSWORD not in err
     with Subscriber(broker, ["edgedet/#", "homeassistant/#"]) as late:  # what a newcomer sees: retained
@@ -247,7 +247,7 @@ def test_kill_9_makes_the_broker_publish_the_last_will(tmp_path, broker):
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.communicate()
-        assert sub.wait_for(lambda m: m.payload == b"offline", 5)
+        assert sub.wait_for(lambda m: m.payload == b"offline" and not m.retain, 5)  # not an earlier test's
 
 
 def test_broker_lost_mid_run_costs_drops_not_frames_and_the_app_reconnects(tmp_path):

@@ -60,8 +60,7 @@ def _configure(client, settings, password, will_topic):
         client.tls_set(ca_certs=tls.ca_certs or None, certfile=tls.certfile or None, keyfile=tls.keyfile or None)
         client.tls_insecure_set(tls.insecure)
     client.will_set(will_topic, OFFLINE, qos=settings.qos, retain=True)
-    client.reconnect_delay_set(min_delay=max(1, int(round(settings.reconnect_min_s))),
-                               max_delay=max(1, int(round(settings.reconnect_max_s))))
+    client.reconnect_delay_set(min_delay=settings.reconnect_min_s, max_delay=settings.reconnect_max_s)
     client.max_queued_messages_set(settings.outbox_size)
     if hasattr(type(client), "connect_timeout"):  # a property in paho 2.x
         client.connect_timeout = settings.connect_timeout_s
