@@ -148,6 +148,10 @@ class Subscriber(object):
         self._client.disconnect()
         self._client.loop_stop()
 
+    def publish(self, topic, payload):
+        """Publishes as the test's user and waits until the broker has it."""
+        self._client.publish(topic, payload, qos=1).wait_for_publish(5)
+
     def received(self, predicate=lambda m: True):
         with self._lock:
             return [m for m in self.messages if predicate(m)]

@@ -238,12 +238,18 @@ def test_app_publishes_events_counts_snapshots_and_discovery(tmp_path, broker):
     assert stats["published"] >= len(events) + len(configs) and stats["dropped"] == 0
 
 
-def test_kill_9_makes_the_broker_publish_the_last_will(tmp_path, broker):
+def test_home_assistant_online_resends_discovery_and_kill_9_publishes_the_last_will(tmp_path, broker):
     config = _config(tmp_path, broker.port)
-    with Subscriber(broker, ["edgedet/available"]) as sub:
+    with Subscriber(broker, ["edgedet/available", "homeassistant/+/edgedet/+/config"]) as sub:
         proc = _app(config)
         try:
             assert sub.wait_for(lambda m: m.payload == b"online" and not m.retain, 60)
+            sub.settle(0.3)
+            def sent_configs():
+                return len(sub.received(lambda m: m.topic.startswith("homeassistant/") and not m.retain))
+            assert sent_configs() == 3 * len(LABELS)
+            sub.publish("homeassistant/status", "online")  # Home Assistant restarted
+            assert wait_for(lambda: sent_configs() == 6 * len(LABELS), 5)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.communicate()

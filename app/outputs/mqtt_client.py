@@ -130,7 +130,9 @@ class MqttClient(object):
                         self._settings.port, text)
 
     def _on_message(self, client, userdata, message):
-        if message.payload == ONLINE.encode():  # Home Assistant (re)started: send the configs again
+        # Home Assistant (re)started: send the configs again. A retained "online" is an old one
+        # (HA's birth message is not retained by default), and the connect's birth covers it.
+        if message.payload == ONLINE.encode() and not message.retain:
             self._birth_due.set()
 
     # ------------------------------------------------------------------ start and stop
