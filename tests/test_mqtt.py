@@ -19,7 +19,7 @@ import yaml
 from app.config import MqttConfig, build
 from app.errors import UserError
 from app.outputs import hass, mqtt_settings, overlay
-from app.outputs.mqtt import MqttSink, encode_snapshot, slug
+from app.outputs.mqtt import MqttSink, encode_snapshot, open_sinks, slug, topic_names
 from app.pipeline.threads import FrameResult
 from app.tracking.objects import ObjectFrame
 from app.outputs.outbox import Outbox
@@ -122,6 +122,19 @@ def test_sink_queues_counts_on_change_and_rate_limited_best_snapshots():
     sink.write(_frame(2.5, ("circle", 0.3)))
     sent = _drain(sink.outbox)
     assert sent["edgedet/cam/circle"] == "1" and sent["edgedet/cam/circle/snapshot"].args[4] == 0.3
+
+
+def test_source_topic_names_and_their_errors_name_the_key():
+    cam = type("Source", (), {"name": "rtsp://cam-1.lan/live"})()
+    assert topic_names(_settings(), [cam], ["rtsp://cam-1.lan/live"], "c.yaml") == {cam.name: "rtsp_cam-1_lan_live"}
+    named = _settings(source_names={"rtsp://cam-1.lan/live": "driveway"})
+    assert topic_names(named, [cam], ["rtsp://cam-1.lan/live"], "c.yaml") == {cam.name: "driveway"}
+    with pytest.raises(UserError, match=r"mqtt\.source_names\.0: no --source"):
+        topic_names(_settings(source_names={"0": "porch"}), [cam], [cam.name], "c.yaml")
+    with pytest.raises(UserError, match=r"'drive way' is not a topic name"):
+        topic_names(_settings(source_names={cam.name: "drive way"}), [cam], [cam.name], "c.yaml")
+    with pytest.raises(UserError, match=r"mqtt\.enabled needs objects\.enabled: true"):
+        open_sinks(_settings(), "", None, [cam], [cam.name], {0: "circle"}, None, "c.yaml")
 
 
 def _settings(**keys):
