@@ -2,7 +2,8 @@
 publishing to a REAL mosquitto broker on loopback (tests/mqtt_broker.py) with a password file.
 
 Against the broker: events, counts and snapshots arrive; discovery configs, counts and snapshots
-are retained; kill -9 of the app makes the broker publish the last will; a broker killed
+are retained; Home Assistant's online re-sends the configs; kill -9 of the app makes the broker
+publish the last will; TLS works with a CA made here and fails in one line without it; a broker killed
 mid-run costs drops (counted in the stats file) but no frames, and the app reconnects when it is
 back on the same port; a wrong password or a closed port at start is one line and exit 2.
 """
