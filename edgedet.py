@@ -131,7 +131,7 @@ def stream(model="models/demo", source="synthetic", config=None, **settings):
     Args:
       model: bundle directory or a foreign .tflite (then also labels="labels.txt").
       source: a --source value, or a list of them (camera index, URL, file, folder, synthetic...).
-      config: optional config.yaml (app:, postprocess:, reference:, http:, objects: sections).
+      config: optional config.yaml (app:, postprocess:, reference:, http:, objects:, mqtt: sections).
       **settings: `edgedet run` flags by name: max_frames=100, reference=False, events="out.jsonl",
         http="8080", threads=1, runtime="cpu", score_threshold=0.5, ...
 

@@ -29,7 +29,9 @@ setup(
     packages=find_packages(include=["app", "app.*", "training", "training.*"]),
     py_modules=["edgedet"],  # the Python API: `import edgedet`
     python_requires=">=3.7",
-    install_requires=["numpy>=1.16", "pyyaml>=3.12"],
+    # paho-mqtt: the `mqtt:` output (1.6 and 2.x both work; 2.1 is the last for Python 3.7). It is
+    # imported only when mqtt.enabled is on.
+    install_requires=["numpy>=1.16", "pyyaml>=3.12", "paho-mqtt>=1.6,<3"],
     extras_require={"device": DEVICE, "train": TRAIN, "dev": DEV},
     entry_points={
         "console_scripts": [

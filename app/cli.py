@@ -1,8 +1,8 @@
 """`edgedet [run] ...` runs live detection; `edgedet devices` lists Edge TPUs and runtimes.
 
-Settings come from the `app:`, `postprocess:`, `reference:`, `http:` and `objects:` sections of --config
-(defaults without one); every flag given on the command line overrides its key. Detection
-thresholds not set by either come from the bundle's model.json.
+Settings come from the `app:`, `postprocess:`, `reference:`, `http:`, `objects:` and `mqtt:`
+sections of --config (defaults without one); every flag given on the command line overrides its
+key. Detection thresholds not set by either come from the bundle's model.json.
 
 What runs, in start-up order, is `app.live_app.LiveApp`.
 
@@ -95,7 +95,7 @@ def resolve_settings(args):
     ref_cfg = config.replace(cfg.reference, enabled=args.reference, on_mismatch=args.on_mismatch)
     http_cfg = config.replace(cfg.http, listen=args.http, credentials_file=args.http_credentials,
                               insecure=args.http_insecure)
-    return config.DeviceConfig(app_cfg, cfg.postprocess, ref_cfg, http_cfg, cfg.objects), overrides
+    return config.replace(cfg, app=app_cfg, reference=ref_cfg, http=http_cfg), overrides
 
 
 def run(args):

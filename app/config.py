@@ -111,12 +111,51 @@ class ObjectsConfig:
         None, "Labels, filters and zones per source, keyed by the --source value or the source name.", dict)
 
 
+@dataclass(frozen=True)
+class MqttTlsConfig:
+    enabled: bool = opt(False, "Connect over TLS (the broker's TLS port, usually 8883).")
+    ca_certs: str = opt("", "PEM file of the CA that signed the broker's certificate; empty = the system CAs.")
+    certfile: str = opt("", "PEM client certificate, for brokers that require one; empty = none.")
+    keyfile: str = opt("", "PEM private key of certfile; empty = none (or inside certfile).")
+    insecure: bool = opt(False, "Skip the broker hostname check (a self-signed certificate made for another name).")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = opt(False, "Publish object events, counts, snapshots and Home Assistant discovery over MQTT.")
+    host: str = opt("localhost", "Broker host name or address.")
+    port: int = opt(1883, "Broker TCP port (1883 plain, usually 8883 with tls).")
+    client_id: str = opt("", "MQTT client id; empty = edgedet-<hostname>.")
+    username: str = opt("", "Broker user name; empty = anonymous.")
+    password_file: str = opt("", "File holding the broker password (first line); never logged.")
+    password_env: str = opt("", "Name of an environment variable holding the password, instead of password_file.")
+    keepalive_s: int = opt(60, "Seconds between keep-alive pings; the broker sends the last will after 1.5x this.")
+    qos: int = opt(0, "QoS of every message: 0 (at most once) or 1 (at least once).")
+    topic_prefix: str = opt("edgedet", "First level of every topic: <prefix>/<source>/events, <prefix>/available, ...")
+    source_names: typing.Dict[str, str] = opt(
+        None, "Topic name per source (--source value or name); default: the name with characters other "
+        "than letters, digits, - and _ as _.", dict)
+    discovery: bool = opt(True, "Publish Home Assistant MQTT discovery configs (retained).")
+    discovery_prefix: str = opt("homeassistant", "Home Assistant's discovery prefix.")
+    snapshots: bool = opt(True, "Publish each label's best snapshot JPEG (box drawn) to <prefix>/<source>/<label>/snapshot.")
+    snapshot_interval_s: float = opt(1.0, "Least seconds between two snapshots of one source and label.")
+    snapshot_quality: int = opt(80, "JPEG quality of the snapshots, 1..100.")
+    outbox_size: int = opt(500, "Events held while the broker is away; the oldest is dropped beyond (counted).")
+    wait_for_broker: bool = opt(
+        False, "Start even when the broker cannot be reached (keep retrying); false = exit 2 naming mqtt.host/port.")
+    connect_timeout_s: float = opt(5.0, "Seconds to wait for the broker's answer at start.")
+    reconnect_min_s: float = opt(1.0, "First delay before a reconnect; doubles up to reconnect_max_s.")
+    reconnect_max_s: float = opt(60.0, "Longest delay between two reconnect attempts.")
+    tls: MqttTlsConfig = opt(None, "TLS settings.", MqttTlsConfig)
+
+
 APP_SECTIONS = {
     "app": AppConfig,
     "postprocess": PostprocessConfig,
     "reference": ReferenceConfig,
     "http": HttpConfig,
     "objects": ObjectsConfig,
+    "mqtt": MqttConfig,
 }
 
 # Sections validated by training.config; the app skips them without reading them.
@@ -225,6 +264,7 @@ class DeviceConfig:
     reference: ReferenceConfig
     http: HttpConfig
     objects: ObjectsConfig
+    mqtt: MqttConfig
 
 
 def load_device_config(path=None):

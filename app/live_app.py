@@ -9,7 +9,7 @@ import logging
 
 from app.inference import devices, runtime, workers
 from app.tracking import objects
-from app.outputs import overlay, sinks, webview
+from app.outputs import mqtt, mqtt_settings, overlay, sinks, webview
 from app import service
 from app.errors import UserError
 from app.pipeline.threads import Pipeline
@@ -98,6 +98,7 @@ class LiveApp(object):
         if app_cfg.max_frames < 0:
             raise UserError("--max-frames must be >= 0 (0 = run forever), got {}".format(app_cfg.max_frames))
         self._address = _web_view_address(cfg.http)  # credentials and exposure before any output
+        self._mqtt_password = mqtt_settings.check_settings(cfg.mqtt, config_path) if cfg.mqtt.enabled else None
         # Sources first: a camera that is not there is the cheaper mistake to report.
         self.sources = open_sources(app_cfg)
         self._cfg, self._config_path, self._stages = cfg, config_path, None
@@ -120,6 +121,8 @@ class LiveApp(object):
     def _build_pipeline(self, extra_sinks):
         cfg, stats = self._cfg, self.stats
         sink_list = _sinks(cfg.app, stats, self.stop)
+        sink_list += mqtt.open_sinks(cfg.mqtt, self._mqtt_password, self._stages, self.sources, cfg.app.sources,
+                                     self.live.labels, stats, self._config_path)
         self._feed = service.FrameFeed(overlay.draw_result, lambda: overlay.hud_text(stats)) if cfg.http.listen else None
         self.guard = _reference_guard(cfg, self.live, stats)
         self.notifier = service.SystemdNotifier(stats)

@@ -1,7 +1,8 @@
 """Masks credentials in text before it reaches a log, an event, the stats or the web page.
 
 Camera URLs carry passwords (`rtsp://admin:secret@10.0.0.5/stream`), and some cameras take
-them as query parameters (`...?user=admin&password=secret`). Everything edgedet shows to the
+them as query parameters (`...?user=admin&password=secret`); a password read from a file or the
+environment (the MQTT broker's) is registered with `add_secret`. Everything edgedet shows to the
 outside passes through `redact` (strings) or `redact_value` (JSON-like structures).
 
 The userinfo rule is greedy up to the last "@" before the first "/" or whitespace, because
@@ -26,6 +27,24 @@ _QUERY_SECRET = re.compile(
     re.IGNORECASE)
 
 
+# Passwords the app read from files or the environment (add_secret): masked wherever they appear.
+_SECRETS = set()
+MIN_SECRET_LEN = 4  # a shorter "secret" would mask common words; such a password is no secret anyway
+
+
+def add_secret(secret):
+    """Masks `secret` in every later `redact` (a broker password read from a file or the environment)."""
+    if len(secret) >= MIN_SECRET_LEN:
+        _SECRETS.add(secret)
+
+
+def _mask_secrets(text):
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
 def _mask_userinfo(match):
     userinfo = match.group("userinfo")
     masked = MASK + ":" + MASK if ":" in userinfo else MASK
@@ -36,7 +55,8 @@ def redact(text):
     """Returns `text` with every URL credential replaced by "***".
 
     `rtsp://user:pass@host/x` -> `rtsp://***:***@host/x`; `rtsp://user@host` ->
-    `rtsp://***@host`; `?password=x&token=y` -> `?password=***&token=***`.
+    `rtsp://***@host`; `?password=x&token=y` -> `?password=***&token=***`; and every secret
+    given to `add_secret` -> `***`.
 
     Args:
       text: any string: a log line, a source URL, an error message.
@@ -49,6 +69,8 @@ def redact(text):
     """
     if not isinstance(text, str):
         raise ValueError("redact expects a str, received {}".format(type(text).__name__))
+    if _SECRETS:
+        text = _mask_secrets(text)
     if "@" not in text and "=" not in text:  # the common case: nothing to look at
         return text
     text = _USERINFO.sub(_mask_userinfo, text)

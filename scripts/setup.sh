@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Creates .venv/ with everything edgedet needs (training, device and test extras). Idempotent:
 # a stamp keyed on setup.py skips the pip step when nothing changed. With --system it also
-# installs the Debian packages the tests use (Xvfb, screenshots, headless Chromium, systemd-analyze).
+# installs the Debian packages the tests use (Xvfb, screenshots, headless Chromium,
+# systemd-analyze, the mosquitto broker of the MQTT tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use, each checked by its package, not by a command name on PATH
 # (a machine can have an unrelated program of the same name, as one here has a `convert`).
-TEST_PACKAGES=(xvfb x11-apps chromium systemd)
+TEST_PACKAGES=(xvfb x11-apps chromium systemd mosquitto)
 installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
 
 if [[ "${1:-}" == "--system" ]]; then

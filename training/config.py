@@ -256,6 +256,7 @@ class Config:
     reference: app_config.ReferenceConfig
     http: app_config.HttpConfig
     objects: app_config.ObjectsConfig
+    mqtt: app_config.MqttConfig
 
 
 def load_config(path=None):

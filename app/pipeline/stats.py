@@ -55,6 +55,7 @@ class Stats(object):
         self._last_frame = None
         self._reference = None
         self._objects = collections.OrderedDict()
+        self._outputs = collections.OrderedDict()
         self.runtime, self.model, self.num_threads = runtime, model, num_threads
 
     def _source(self, name):
@@ -93,6 +94,11 @@ class Stats(object):
         with self._lock:
             self._objects[source] = counts
 
+    def set_output(self, name, counters):
+        """Records an output's counters now (e.g. "mqtt": connected, published, dropped, ...)."""
+        with self._lock:
+            self._outputs[name] = dict(counters)
+
     def last_frame_time(self):
         """clock() time the last frame completed, or None."""
         with self._lock:
@@ -130,4 +136,5 @@ class Stats(object):
                 ("sources", sources),
                 ("reference", dict(self._reference) if self._reference is not None else None),
                 ("objects", collections.OrderedDict(self._objects)),
+                ("outputs", collections.OrderedDict((k, dict(v)) for k, v in self._outputs.items())),
             ])

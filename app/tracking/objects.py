@@ -77,6 +77,11 @@ class SourceObjects(object):
         self._zones_by_size = {}
         self._objects = collections.OrderedDict()
 
+    @property
+    def labels(self):
+        """The labels tracked on this source: objects.sources.S.labels, else every label of the model."""
+        return [name for name, keep in zip(self._labels, self._rules.keep) if keep]
+
     def zones_for(self, width, height):
         """The zones resolved for a frame size. Where a point falls outside a frame of this size
         (a source whose size was not known at start-up), the zones are skipped with a warning."""
@@ -204,6 +209,10 @@ class ObjectStages(object):
         height, width = result.raw.shape[:2]
         d = result.detections
         return stage.update(result.boxes, d.class_ids, d.scores, result.time, width, height)
+
+    def labels(self, source):
+        """The labels tracked on a source (by its name)."""
+        return self._stages[source].labels
 
     def finish(self, now):
         """`end` events of every live object of every source."""
