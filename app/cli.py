@@ -95,7 +95,7 @@ def resolve_settings(args):
     ref_cfg = config.replace(cfg.reference, enabled=args.reference, on_mismatch=args.on_mismatch)
     http_cfg = config.replace(cfg.http, listen=args.http, credentials_file=args.http_credentials,
                               insecure=args.http_insecure)
-    return config.DeviceConfig(app_cfg, cfg.postprocess, ref_cfg, http_cfg, cfg.objects), overrides
+    return config.replace(cfg, app=app_cfg, reference=ref_cfg, http=http_cfg), overrides
 
 
 def run(args):

@@ -9,7 +9,7 @@ import logging
 
 from app.inference import devices, runtime, workers
 from app.tracking import objects
-from app.outputs import overlay, sinks, webview
+from app.outputs import clips, overlay, sinks, snapshots, webview
 from app import service
 from app.errors import UserError
 from app.pipeline.threads import Pipeline
@@ -43,6 +43,27 @@ def _sinks(app_cfg, stats, stop):
     elif not app_cfg.headless:
         log.info("no DISPLAY: running headless")
     return result
+
+
+def _recorder_sections(cfg):
+    """(section, key, sink class) of the snapshot and clip sinks."""
+    return ((cfg.snapshots, "snapshots", snapshots.Snapshots), (cfg.clips, "clips", clips.ClipRecorder))
+
+
+def _check_recorders(cfg, where):
+    """UserError for an enabled snapshots/clips section without objects, or a bad key or folder (at start)."""
+    for section, key, make in _recorder_sections(cfg):
+        if section.enabled and not cfg.objects.enabled:
+            raise UserError("{}: {}.enabled needs objects.enabled (it saves tracked objects); turn objects "
+                            "on or {} off".format(where, key, key))
+        if section.enabled:
+            make.check(section, where)
+
+
+def _recorders(cfg, where):
+    """The snapshot and clip sinks that are on. They go FIRST among the sinks: the snapshot sink fills
+    the object events' `snapshot` field before the other sinks read them."""
+    return [make(section, where) for section, _, make in _recorder_sections(cfg) if section.enabled]
 
 
 def _web_view_address(http_cfg):
@@ -98,6 +119,7 @@ class LiveApp(object):
         if app_cfg.max_frames < 0:
             raise UserError("--max-frames must be >= 0 (0 = run forever), got {}".format(app_cfg.max_frames))
         self._address = _web_view_address(cfg.http)  # credentials and exposure before any output
+        _check_recorders(cfg, config_path)  # snapshot and clip folders too
         # Sources first: a camera that is not there is the cheaper mistake to report.
         self.sources = open_sources(app_cfg)
         self._cfg, self._config_path, self._stages = cfg, config_path, None
@@ -119,16 +141,21 @@ class LiveApp(object):
 
     def _build_pipeline(self, extra_sinks):
         cfg, stats = self._cfg, self.stats
-        sink_list = _sinks(cfg.app, stats, self.stop)
+        recorders = _recorders(cfg, self._config_path)
+        sink_list = recorders + _sinks(cfg.app, stats, self.stop)
         self._feed = service.FrameFeed(overlay.draw_result, lambda: overlay.hud_text(stats)) if cfg.http.listen else None
         self.guard = _reference_guard(cfg, self.live, stats)
         self.notifier = service.SystemdNotifier(stats)
         sink_list += [s for s in (self._feed, self.guard) if s is not None] + extra_sinks + [self.notifier]  # LAST
         app_cfg = cfg.app
-        return Pipeline(self.sources, [w for _, w in self.live.pairs], self.live.labels, sink_list, stats,
-                        app_cfg.max_frames, hud=overlay.hud_text, draw=overlay.draw_result,
-                        source_timeout_s=app_cfg.source_timeout_s, invoke_timeout_s=app_cfg.invoke_timeout_s,
-                        rebuild=self.live.rebuild, objects=self._stages)
+        pipeline = Pipeline(self.sources, [w for _, w in self.live.pairs], self.live.labels, sink_list, stats,
+                            app_cfg.max_frames, hud=overlay.hud_text, draw=overlay.draw_result,
+                            source_timeout_s=app_cfg.source_timeout_s, invoke_timeout_s=app_cfg.invoke_timeout_s,
+                            rebuild=self.live.rebuild, objects=self._stages)
+        for recorder in recorders:
+            if hasattr(recorder, "attach"):
+                recorder.attach(pipeline)  # clip events are status events
+        return pipeline
 
     def start(self):
         """The start-up reference check, the web view, READY=1 and the threads.

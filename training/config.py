@@ -256,6 +256,8 @@ class Config:
     reference: app_config.ReferenceConfig
     http: app_config.HttpConfig
     objects: app_config.ObjectsConfig
+    snapshots: app_config.SnapshotsConfig
+    clips: app_config.ClipsConfig
 
 
 def load_config(path=None):
