@@ -9,7 +9,7 @@ import logging
 
 from app.inference import devices, runtime, workers
 from app.tracking import objects
-from app.outputs import clips, overlay, sinks, snapshots, webview
+from app.outputs import clips, overlay, recent, sinks, snapshots, webview
 from app import service
 from app.errors import UserError
 from app.pipeline.threads import Pipeline
@@ -76,11 +76,12 @@ def _web_view_address(http_cfg):
     return host, port, secret
 
 
-def _web_view(address, http_cfg, feed, stats):
-    """The started WebView at `address` (from _web_view_address)."""
+def _web_view(address, http_cfg, feed, stats, objects):
+    """The started WebView at `address` (from _web_view_address); `objects` is its RecentEvents."""
     host, port, secret = address
     view = webview.WebView(host, port, feed.get_jpeg, stats.snapshot, stats.last_frame_time,
-                           credentials=secret, insecure=http_cfg.insecure)
+                           credentials=secret, insecure=http_cfg.insecure, get_events=objects.items,
+                           snapshot_dir=objects.snapshot_dir)
     return view.start()
 
 
@@ -144,9 +145,11 @@ class LiveApp(object):
         recorders = _recorders(cfg, self._config_path)
         sink_list = recorders + _sinks(cfg.app, stats, self.stop)
         self._feed = service.FrameFeed(overlay.draw_result, lambda: overlay.hud_text(stats)) if cfg.http.listen else None
+        folder = next((r.folder for r in recorders if isinstance(r, snapshots.Snapshots)), None)
+        self._recent = recent.RecentEvents(folder) if cfg.http.listen else None
         self.guard = _reference_guard(cfg, self.live, stats)
         self.notifier = service.SystemdNotifier(stats)
-        sink_list += [s for s in (self._feed, self.guard) if s is not None] + extra_sinks + [self.notifier]  # LAST
+        sink_list += [s for s in (self._feed, self._recent, self.guard) if s is not None] + extra_sinks + [self.notifier]  # LAST
         app_cfg = cfg.app
         pipeline = Pipeline(self.sources, [w for _, w in self.live.pairs], self.live.labels, sink_list, stats,
                             app_cfg.max_frames, hud=overlay.hud_text, draw=overlay.draw_result,
@@ -168,7 +171,7 @@ class LiveApp(object):
             self.guard.run_startup(self.live.pairs[0][1])
             if self.guard.exit_requested:
                 return False
-        self._view = _web_view(self._address, self._cfg.http, self._feed, self.stats) \
+        self._view = _web_view(self._address, self._cfg.http, self._feed, self.stats, self._recent) \
             if self._feed is not None else None
         self.notifier.ready("started: model {} | {} | {} source(s)".format(self.stats.model, self.stats.runtime,
                                                                           len(self.sources)))
