@@ -115,7 +115,7 @@ class ObjectsConfig:
 class SnapshotsConfig:
     enabled: bool = opt(False, "Save each tracked object's best-scoring frame as a JPEG (box drawn) plus a -clean copy.")
     dir: str = opt("snapshots", "Folder of the snapshots (<dir>/<source>/<source>-<start>-<id>.jpg); must be writable at start.")
-    clean_copy: bool = opt(True, "Also save the frame without drawing, as <name>-clean.jpg.")
+    clean_copy: bool = opt(True, "Also save the best frame without drawing, as <name>-clean.jpg (once, at the object's end).")
     quality: int = opt(90, "JPEG quality 1..100.")
     min_interval_s: float = opt(1.0, "Least seconds between two rewrites of one object's snapshot as its best score improves.")
     retain_days: float = opt(10.0, "Delete snapshots older than this many days; 0 = keep them.")

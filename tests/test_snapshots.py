@@ -1,7 +1,7 @@
 """app.outputs.snapshots: the best frame of each object on disk, drawn and clean, rewritten when the
 score improves (rate-limited), final at `end`; the events' `snapshot` path; bad folders; a full disk.
 
-Real files, real JPEG encoding, the real object stage; only the clock is a counter."""
+Real files, real JPEG encoding, the real object stage (frame times 0.25 s apart)."""
 
 import glob
 import os
@@ -18,19 +18,10 @@ from app.outputs import overlay, snapshots
 from outputs_support import result, square_box, square_frame, stage
 
 
-class Clock(object):
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-def _run(sink, clock, scores, dt=0.25):
-    """Feeds the frames through the sink as the pipeline does; returns every object event."""
+def _run(sink, scores, dt=0.25):
+    """Feeds the frames (dt seconds apart) through the sink as the pipeline does; returns every object event."""
     objects, events = stage(), []
     for i, score in enumerate(scores):
-        clock.now = i * dt
         frame = result(objects, i, score, i * dt)
         sink.write(frame)
         sink.object_events(frame.objects.events)
@@ -52,13 +43,12 @@ def _read(path):
 
 
 def test_best_frame_drawn_and_clean_and_event_paths(tmp_path):
-    clock = Clock()
     sink = snapshots.Snapshots(SnapshotsConfig(enabled=True, dir=str(tmp_path / "snaps"), min_interval_s=1.0),
-                               "config.yaml", clock=clock)
+                               "config.yaml")
     # Frame 1 (confirmed) is written at once, frame 5's 0.95 (better than 0.9 at frame 3) waits out
     # the 1 s interval and is written at `end`.
     scores = [0.6, 0.7, 0.8, 0.9, 0.5, 0.95, None, None, None, None]
-    events = _run(sink, clock, scores)
+    events = _run(sink, scores)
     sink.close()
     kinds = [e["event"] for e in events]
     assert kinds[0] == "new" and kinds[-1] == "end"
@@ -81,12 +71,11 @@ def test_best_frame_drawn_and_clean_and_event_paths(tmp_path):
 
 
 def test_rewrites_are_rate_limited(tmp_path):
-    clock = Clock()
     sink = snapshots.Snapshots(SnapshotsConfig(enabled=True, dir=str(tmp_path), min_interval_s=1.0,
-                                               clean_copy=False), "config.yaml", clock=clock)
+                                               clean_copy=False), "config.yaml")
     # 12 frames, 0.25 s apart, every score better than the last: written at its first frame
     # (t 0.25), then once a second (t 1.25, 2.25), then the last (t 2.75) at `end`.
-    _run(sink, clock, [0.5 + 0.04 * i for i in range(12)] + [None] * 3)
+    _run(sink, [0.5 + 0.04 * i for i in range(12)] + [None] * 3)
     sink.close()
     assert sink.written == 4
 

@@ -2,9 +2,10 @@
 
 A pipeline sink (`snapshots:` in config.yaml). On the output thread it only keeps a reference
 to the frame where an object's detection scored best so far (frames are never reused by the
-capture thread) and queues a write: at once for an object's first frame, then at most every
-`min_interval_s` while the score improves, and a last one at `end` if a better frame is still
-unwritten. Drawing, JPEG encoding and the atomic write run on a BackgroundWriter thread.
+capture thread) and queues a write of the drawn JPEG: at once for an object's first frame, then
+at most every `min_interval_s` (of frame time) while the score improves; at `end` the last one,
+with the clean copy (written once per object: a clean JPEG per rewrite doubled the encoding
+cost). Drawing, JPEG encoding and the atomic writes run on a BackgroundWriter thread.
 
 Files: `<dir>/<source>/<source>-<start_time>-<id>.jpg` (box, label and score drawn) and
 `...-<id>-clean.jpg`, where `<source>` is app.outputs.files.safe_name of the source and
@@ -13,11 +14,10 @@ the object event alone. An event's `snapshot` field is that path once the first 
 and null before: a `new` event (its JPEG is written just after, on the writer thread) and,
 when the disk is full or the writer is behind, a later one too. A path in an event always names
 a complete file; its content may still be replaced (atomically) by a better frame, the last time
-just after `end`. Put this sink before every sink that reads object events.
+just after `end`, when the clean copy appears. Put this sink before every sink that reads object events.
 """
 
 import os
-import time
 from collections import namedtuple
 
 import numpy as np
@@ -27,8 +27,9 @@ from app.outputs.retention import Retention
 from app.outputs.writer import BackgroundWriter
 from app.errors import UserError
 
-# A queued write. image: the raw BGR frame uint8 [H, W, 3]; box: pixels (x0, y0, x1, y1).
-SnapshotJob = namedtuple("SnapshotJob", "kind best image box class_id label score")
+# A queued write. image: the raw BGR frame uint8 [H, W, 3]; box: pixels (x0, y0, x1, y1);
+# drawn / clean: write the drawn JPEG / the clean copy.
+SnapshotJob = namedtuple("SnapshotJob", "kind best image box class_id label score drawn clean")
 
 
 def snapshot_name(source, start_time, track_id):
@@ -56,7 +57,8 @@ class _Best(object):
     """One live object's best frame so far and whether its JPEG is on disk."""
 
     def __init__(self, path):
-        self.path, self.score, self.pending = path, -1.0, None
+        self.path, self.score = path, -1.0
+        self.job, self.pending = None, False  # the best frame's SnapshotJob; not written yet
         self.submitted_at = None
         self.on_disk = False  # set by the writer thread once the file is complete
 
@@ -67,7 +69,6 @@ class Snapshots(object):
     Args:
       settings: app.config.SnapshotsConfig.
       where: the config file name for messages.
-      clock: monotonic seconds (the rate limit).
 
     Raises:
       UserError: an out-of-range key, or snapshots.dir cannot be made or written.
@@ -83,9 +84,9 @@ class Snapshots(object):
         check_settings(settings, where)
         return files.writable_folder(settings.dir, where, "snapshots.dir")
 
-    def __init__(self, settings, where, clock=time.monotonic):
+    def __init__(self, settings, where):
         self.folder = self.check(settings, where)
-        self._settings, self._clock = settings, clock
+        self._settings = settings
         self.retention = Retention(self.folder, settings.retain_days, settings.max_total_mb)
         self.writer = BackgroundWriter("edgedet-snapshots", self._write, idle=self.retention.maybe_run)
         self._live = {}  # (source, id) -> _Best
@@ -95,15 +96,17 @@ class Snapshots(object):
         objects = result.objects
         if objects is None:
             return
-        now, scores = self._clock(), result.detections.scores
+        now, scores = result.time, result.detections.scores
         for row in np.flatnonzero(objects.detection_ids >= 0):  # detections of confirmed objects
             track_id = int(objects.detection_ids[row])
             best = self._live.get((result.source, track_id)) or self._start(result, track_id)
             if float(scores[row]) > best.score:  # strictly better: a frame is kept once per improvement
                 best.score = float(scores[row])
-                best.pending = SnapshotJob("snapshot", best, result.raw, result.boxes[row],
-                                           int(result.detections.class_ids[row]), result.labels[row], best.score)
-            self._submit(best, now, force=False)
+                best.job = SnapshotJob("snapshot", best, result.raw, result.boxes[row],
+                                       int(result.detections.class_ids[row]), result.labels[row], best.score,
+                                       True, False)
+                best.pending = True
+            self._submit(best, now)
 
     def _start(self, result, track_id):
         start = next(o["start_time"] for o in result.objects.objects if o["id"] == track_id)
@@ -111,37 +114,41 @@ class Snapshots(object):
             os.path.join(self.folder, snapshot_name(result.source, start, track_id)))
         return best
 
-    def _submit(self, best, now, force):
-        if best.pending is None:
+    def _submit(self, best, now):
+        if not best.pending or (best.submitted_at is not None and now - best.submitted_at < self._settings.min_interval_s):
             return
-        if not force and best.submitted_at is not None and now - best.submitted_at < self._settings.min_interval_s:
-            return
-        if self.writer.submit(best.pending):
-            best.pending, best.submitted_at = None, now
+        if self.writer.submit(best.job):
+            best.pending, best.submitted_at = False, now
+
+    def _final(self, best):
+        """At `end`: the best frame drawn (if not written yet) and its clean copy."""
+        if best.job is not None and (best.pending or self._settings.clean_copy):
+            self.writer.submit(best.job._replace(drawn=best.pending, clean=self._settings.clean_copy))
 
     def object_events(self, events):
         """Fills each event's `snapshot` with the object's path once its JPEG is on disk; at `end`
-        queues the best frame still unwritten."""
+        queues the final write."""
         for event in events:
             key = (event["source"], event["id"])
             best = self._live.pop(key, None) if event["event"] == "end" else self._live.get(key)
             if best is None:
                 continue
             if event["event"] == "end":
-                self._submit(best, self._clock(), force=True)
+                self._final(best)
             event["snapshot"] = best.path if best.on_disk else None
 
     def _write(self, job):
-        """Writer thread: the drawn and the clean JPEG, each atomically."""
+        """Writer thread: the drawn JPEG and/or the clean copy, each atomically."""
         quality = self._settings.quality
-        drawn = job.image.copy()
-        overlay.draw_detections(drawn, [job.box], [job.class_id], [job.score], [job.label])
         os.makedirs(os.path.dirname(job.best.path), exist_ok=True)
-        if self._settings.clean_copy:
+        if job.drawn:
+            drawn = job.image.copy()
+            overlay.draw_detections(drawn, [job.box], [job.class_id], [job.score], [job.label])
+            files.write_bytes_atomic(job.best.path, files.encode_jpeg(drawn, quality))
+            job.best.on_disk = True
+            self.written += 1
+        if job.clean:
             files.write_bytes_atomic(clean_name(job.best.path), files.encode_jpeg(job.image, quality))
-        files.write_bytes_atomic(job.best.path, files.encode_jpeg(drawn, quality))
-        job.best.on_disk = True
-        self.written += 1
 
     def close(self):
         """Writes what is queued (the final snapshots of the objects ended at shutdown), then stops."""
