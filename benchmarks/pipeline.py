@@ -9,9 +9,10 @@
 
 Then the outputs of issue 15 (`--config`, benchmarks/all_on.yaml by default: tracking, two zones,
 a filter, object events to a file, snapshots and clips; any section the app knows, mqtt: too):
-5. the whole LiveApp on synthetic:640x480@0 with that config against the same app with every
-   output off (object stage off, no events, snapshots, clips), in `--repeat` interleaved rounds
-   (the order alternates), at the app's interpreter thread setting;
+5. the whole LiveApp on synthetic:640x480@0 with that config ("on") against the same app with
+   the object stage alone ("objects") and with every output off ("off": no object stage, so no
+   object events, snapshots or clips), in `--repeat` interleaved rounds (the order turns), at the
+   app's interpreter thread setting;
 6. the output thread's own cost of the object stage and every sink of that config per frame, on
    a 6-shape 640x480 scene's detections (inference done beforehand, frames 1/30 s apart), fed
    paced at 30 fps and back to back.
@@ -183,20 +184,28 @@ NO_OVERRIDES = {"class_score_thresholds": {}}  # the bundle's own thresholds (ap
 ALL_ON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "all_on.yaml")
 
 
-def outputs_config(path, model, threads, folder, on, frames=0):
+SIDES = ("off", "objects", "on")
+
+
+def outputs_config(path, model, threads, folder, side):
     """The DeviceConfig of one side of the comparison, on BENCH_SOURCE without the reference check.
 
     Args:
-      path: the "all on" config file; the "off" side is the defaults with the object stage off.
-      folder: where the events (both sides: the per-frame lines are not an issue-15 output),
+      path: the "all on" config file.
+      folder: where the events (every side: the per-frame lines are not an issue-15 output),
         snapshots and clips go.
+      side: "on" (the file as it is), "objects" (the defaults with the file's objects section: the
+        object stage alone) or "off" (the defaults with the object stage off).
     """
-    cfg = config.load_device_config(path if on else None)
+    on = config.load_device_config(path)
+    cfg = on if side == "on" else config.load_device_config(None)
     app_cfg = config.replace(cfg.app, model=model, sources=[BENCH_SOURCE], num_threads=threads, headless=True,
-                             max_frames=frames, events=os.path.join(folder, "events.jsonl"), stats="")
+                             events=os.path.join(folder, "events.jsonl"), stats="")
     cfg = config.replace(cfg, app=app_cfg, reference=config.replace(cfg.reference, enabled=False))
-    if not on:
+    if side == "off":
         return config.replace(cfg, objects=config.replace(cfg.objects, enabled=False))
+    if side == "objects":
+        return config.replace(cfg, objects=on.objects)
     return config.replace(cfg, snapshots=config.replace(cfg.snapshots, dir=os.path.join(folder, "snapshots")),
                           clips=config.replace(cfg.clips, dir=os.path.join(folder, "clips")))
 
@@ -214,16 +223,16 @@ def app_fps(cfg, frames, where):
 
 
 def outputs_rounds(args, threads):
-    """Interleaved rounds of the app with every output off and with the config's outputs on.
+    """Interleaved rounds of the app on each side (SIDES; the order turns round by round).
 
     Returns:
-      {"off": [fps per round], "on": [...], "stages": the last on-round's stage ms}.
+      {side: [fps per round], "stages": the last on-round's stage ms}.
     """
-    runs = {"off": [], "on": []}
+    runs = {side: [] for side in SIDES}
     with tempfile.TemporaryDirectory(prefix="edgedet-bench-") as folder:
-        sides = {side: outputs_config(args.config, args.model, threads, folder, side == "on") for side in runs}
+        sides = {side: outputs_config(args.config, args.model, threads, folder, side) for side in SIDES}
         for i in range(args.repeat):
-            for side in (("off", "on") if i % 2 == 0 else ("on", "off")):
+            for side in SIDES[i % 3:] + SIDES[:i % 3]:
                 fps, stages = app_fps(sides[side], args.frames, args.config)
                 runs[side].append(fps)
                 if side == "on":
@@ -283,7 +292,7 @@ def outputs_cost(args, threads, frames, paced):
     with tempfile.TemporaryDirectory(prefix="edgedet-bench-") as folder:
         results = None
         for side in ("off", "on"):
-            cfg = outputs_config(args.config, args.model, threads, folder, side == "on")
+            cfg = outputs_config(args.config, args.model, threads, folder, side)
             app = LiveApp(cfg, NO_OVERRIDES, args.config)  # not started: its sinks as the app builds them
             labels = app.live.labels
             names = [labels.get(i, str(i)) for i in range(max(labels) + 1)]
@@ -294,14 +303,15 @@ def outputs_cost(args, threads, frames, paced):
     return found
 def print_outputs(args, threads):
     runs = outputs_rounds(args, threads)
-    ratios = [on / off for on, off in zip(runs["on"], runs["off"])]
-    print("-- outputs of {} against all off (LiveApp on {}, {} frames, {} interleaved rounds)".format(
+    print("-- outputs of {} (LiveApp on {}, {} frames, {} interleaved rounds)".format(
         args.config, BENCH_SOURCE, args.frames, args.repeat))
-    for side in ("off", "on"):
-        print("outputs {:3s}     : {:7.1f} fps median (rounds {})".format(
+    for side in SIDES:
+        print("outputs {:7s} : {:7.1f} fps median (rounds {})".format(
             side, statistics.median(runs[side]), ", ".join("{:.1f}".format(v) for v in runs[side])))
-    print("on/off          : {:.3f} median of per-round ratios (rounds {:.3f}-{:.3f}; goal >= 0.97)".format(
-        statistics.median(ratios), min(ratios), max(ratios)))
+    for a, b, goal in (("on", "off", "; goal >= 0.97"), ("objects", "off", ""), ("on", "objects", "")):
+        ratios = [x / y for x, y in zip(runs[a], runs[b])]
+        print("{:>7s}/{:7s} : {:.3f} median of per-round ratios (rounds {:.3f}-{:.3f}{})".format(
+            a, b, statistics.median(ratios), min(ratios), max(ratios), goal))
     print("on, stage ms    : {}".format(", ".join("{} {:.3f}".format(k, v) for k, v in runs["stages"].items())))
     for paced in (True, False):
         _print_cost(outputs_cost(args, threads, min(args.frames, 300), paced),

@@ -26,7 +26,6 @@ from app.outputs import files
 from app.outputs.retention import Retention
 from app.outputs.ring import EncodedRing
 from app.outputs.writer import BackgroundWriter
-from app.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +42,16 @@ def clip_name(source, start_time):
 
 
 def check_settings(settings, where):
-    """UserError naming the key of an out-of-range clips value."""
-    for key, ok, expected in (("pre_capture_s", settings.pre_capture_s >= 0, ">= 0"),
-                              ("post_capture_s", settings.post_capture_s >= 0, ">= 0"),
-                              ("max_clip_s", settings.max_clip_s > 0, "> 0"),
-                              ("fps", 0 < settings.fps <= 120, "in (0, 120]"),
-                              ("quality", 1 <= settings.quality <= 100, "in 1..100"),
-                              ("buffer_mb", settings.buffer_mb > 0, "> 0"),
-                              ("retain_days", settings.retain_days >= 0, ">= 0"),
-                              ("max_total_mb", settings.max_total_mb >= 0, ">= 0")):
-        if not ok:
-            raise UserError("{}: clips.{}: expected {}, got {}".format(where, key, expected, getattr(settings, key)))
+    """The clips folder (made if missing) after checking the keys; UserError naming the key otherwise."""
+    return files.checked_folder(settings, where, "clips", (
+        ("pre_capture_s", settings.pre_capture_s >= 0, ">= 0"),
+        ("post_capture_s", settings.post_capture_s >= 0, ">= 0"),
+        ("max_clip_s", settings.max_clip_s > 0, "> 0"),
+        ("fps", 0 < settings.fps <= 120, "in (0, 120]"),
+        ("quality", 1 <= settings.quality <= 100, "in 1..100"),
+        ("buffer_mb", settings.buffer_mb > 0, "> 0"),
+        ("retain_days", settings.retain_days >= 0, ">= 0"),
+        ("max_total_mb", settings.max_total_mb >= 0, ">= 0")))
 
 
 class _Window(object):
@@ -116,18 +114,10 @@ class ClipRecorder(object):
       UserError: an out-of-range key, or clips.dir cannot be made or written.
     """
 
-    @staticmethod
-    def check(settings, where):
-        """The settings' folder (made if missing), after checking the keys and that it is writable.
-
-        Raises:
-          UserError: naming the key: an out-of-range value, or a folder that cannot be made or written.
-        """
-        check_settings(settings, where)
-        return files.writable_folder(settings.dir, where, "clips.dir")
+    check = staticmethod(check_settings)  # LiveApp checks the section at start, before building anything
 
     def __init__(self, settings, where, emit=None):
-        self.folder = self.check(settings, where)
+        self.folder = check_settings(settings, where)
         self._settings, self._emit, self._period = settings, emit, 1.0 / settings.fps
         self.retention = Retention(self.folder, settings.retain_days, settings.max_total_mb)
         self._windows = {}              # output thread: source -> _Window

@@ -85,6 +85,24 @@ def safe_name(text):
     return _UNSAFE.sub("_", redact(text).replace("***", "")).strip("._") or "source"
 
 
+def checked_folder(settings, where, section, checks):
+    """A snapshots/clips section's folder, made and proven writable, after its range checks.
+
+    Args:
+      settings: the section (its `dir` is the folder).
+      where: the config file name for messages.
+      section: its name, e.g. "clips".
+      checks: (key, ok, expected) of each range check, e.g. ("fps", fps > 0, "> 0").
+
+    Raises:
+      UserError: naming the key of the first failed check, or `<section>.dir`.
+    """
+    for key, ok, expected in checks:
+        if not ok:
+            raise UserError("{}: {}.{}: expected {}, got {}".format(where, section, key, expected, getattr(settings, key)))
+    return writable_folder(settings.dir, where, section + ".dir")
+
+
 def writable_folder(path, where, key):
     """Creates folder `path` if needed and proves it writable by writing a temp file in it.
 

@@ -25,7 +25,6 @@ import numpy as np
 from app.outputs import files, overlay
 from app.outputs.retention import Retention
 from app.outputs.writer import BackgroundWriter
-from app.errors import UserError
 
 # An object's best frame. image: the raw BGR frame uint8 [H, W, 3]; box: pixels (x0, y0, x1, y1).
 BestFrame = namedtuple("BestFrame", "image box class_id label score")
@@ -47,13 +46,12 @@ def clean_name(path):
 
 
 def check_settings(settings, where):
-    """UserError naming the key of an out-of-range snapshots value."""
-    for key, ok, expected in (("quality", 1 <= settings.quality <= 100, "in 1..100"),
-                              ("min_interval_s", settings.min_interval_s >= 0, ">= 0"),
-                              ("retain_days", settings.retain_days >= 0, ">= 0"),
-                              ("max_total_mb", settings.max_total_mb >= 0, ">= 0")):
-        if not ok:
-            raise UserError("{}: snapshots.{}: expected {}, got {}".format(where, key, expected, getattr(settings, key)))
+    """The snapshots folder (made if missing) after checking the keys; UserError naming the key otherwise."""
+    return files.checked_folder(settings, where, "snapshots", (
+        ("quality", 1 <= settings.quality <= 100, "in 1..100"),
+        ("min_interval_s", settings.min_interval_s >= 0, ">= 0"),
+        ("retain_days", settings.retain_days >= 0, ">= 0"),
+        ("max_total_mb", settings.max_total_mb >= 0, ">= 0")))
 
 
 class _Best(object):
@@ -77,18 +75,10 @@ class Snapshots(object):
       UserError: an out-of-range key, or snapshots.dir cannot be made or written.
     """
 
-    @staticmethod
-    def check(settings, where):
-        """The settings' folder (made if missing), after checking the keys and that it is writable.
-
-        Raises:
-          UserError: naming the key: an out-of-range value, or a folder that cannot be made or written.
-        """
-        check_settings(settings, where)
-        return files.writable_folder(settings.dir, where, "snapshots.dir")
+    check = staticmethod(check_settings)  # LiveApp checks the section at start, before building anything
 
     def __init__(self, settings, where):
-        self.folder = self.check(settings, where)
+        self.folder = check_settings(settings, where)
         self._settings = settings
         self.retention = Retention(self.folder, settings.retain_days, settings.max_total_mb)
         self.writer = BackgroundWriter("edgedet-snapshots", self._write, idle=self.retention.maybe_run)
