@@ -74,7 +74,7 @@ def test_web_view_lists_recent_objects_with_thumbnails_in_chromium(tmp_path):
         command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
                    "--user-data-dir={}".format(tmp_path / "profile"), "--screenshot={}".format(png),
-                   "--window-size=1024,900", "--timeout=5000", base + "/"]
+                   "--window-size=1024,900", "--timeout=10000", base + "/"]  # a loaded host needs the time
         shot_run = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=90)
     finally:
         code, _, err = stop_app(proc)
