@@ -97,14 +97,14 @@ class BackgroundWriter(object):
                     return
                 job = None
             if job is not None:
-                self._guarded(self._run_job, job, getattr(job, "kind", "write"))
+                self._guarded(getattr(job, "kind", "write"), self._run_job, job)
                 self._queue.task_done()
             if self._idle is not None:
-                self._guarded(lambda _: self._idle(), None, "retention")
+                self._guarded("retention", self._idle)
 
-    def _guarded(self, fn, job, kind):
+    def _guarded(self, kind, fn, *args):
         try:
-            fn(job)
+            fn(*args)
         except OSError as e:
             self.faults.fault(kind, "{}: {} failed, skipped: {}".format(self._thread.name, kind, e))
         except Exception:  # a bug: keep writing the other jobs, but say where it was
