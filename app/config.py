@@ -149,6 +149,31 @@ class MqttConfig:
     tls: MqttTlsConfig = opt(None, "TLS settings.", MqttTlsConfig)
 
 
+@dataclass(frozen=True)
+class SnapshotsConfig:
+    enabled: bool = opt(False, "Save each tracked object's best-scoring frame as a JPEG (box drawn) plus a -clean copy.")
+    dir: str = opt("snapshots", "Folder of the snapshots (<dir>/<source>/<source>-<start>-<id>.jpg); must be writable at start.")
+    clean_copy: bool = opt(True, "Also save the best frame without drawing, as <name>-clean.jpg (once, at the object's end).")
+    quality: int = opt(90, "JPEG quality 1..100.")
+    min_interval_s: float = opt(1.0, "Least seconds between two rewrites of one object's snapshot as its best score improves.")
+    retain_days: float = opt(10.0, "Delete snapshots older than this many days; 0 = keep them.")
+    max_total_mb: float = opt(1000.0, "Delete the oldest snapshots while the folder holds more megabytes; 0 = no limit.")
+
+
+@dataclass(frozen=True)
+class ClipsConfig:
+    enabled: bool = opt(False, "Save MP4 clips of each source's objects, from pre_capture_s before `new` to post_capture_s after `end`.")
+    dir: str = opt("clips", "Folder of the clips (<dir>/<source>/<source>-<start>.mp4); must be writable at start.")
+    pre_capture_s: float = opt(5.0, "Seconds before the first object's `new` event a clip starts (kept in a ring buffer).")
+    post_capture_s: float = opt(5.0, "Seconds after the last object's `end` event a clip goes on.")
+    max_clip_s: float = opt(300.0, "Longest clip in seconds; a longer stretch of objects goes on in a new clip.")
+    fps: float = opt(10.0, "Frames per second kept and written (at most the source's own rate).")
+    quality: int = opt(75, "JPEG quality 1..100 of the ring buffer's frames.")
+    buffer_mb: float = opt(32.0, "Most megabytes of JPEG frames one source's ring buffer holds (the oldest go first).")
+    retain_days: float = opt(10.0, "Delete clips older than this many days; 0 = keep them.")
+    max_total_mb: float = opt(10000.0, "Delete the oldest clips while the folder holds more megabytes; 0 = no limit.")
+
+
 APP_SECTIONS = {
     "app": AppConfig,
     "postprocess": PostprocessConfig,
@@ -156,6 +181,8 @@ APP_SECTIONS = {
     "http": HttpConfig,
     "objects": ObjectsConfig,
     "mqtt": MqttConfig,
+    "snapshots": SnapshotsConfig,
+    "clips": ClipsConfig,
 }
 
 # Sections validated by training.config; the app skips them without reading them.
@@ -265,6 +292,8 @@ class DeviceConfig:
     http: HttpConfig
     objects: ObjectsConfig
     mqtt: MqttConfig
+    snapshots: SnapshotsConfig
+    clips: ClipsConfig
 
 
 def load_device_config(path=None):

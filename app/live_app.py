@@ -9,7 +9,7 @@ import logging
 
 from app.inference import devices, runtime, workers
 from app.tracking import objects
-from app.outputs import mqtt, mqtt_settings, overlay, sinks, webview
+from app.outputs import clips, mqtt, mqtt_settings, overlay, recent, sinks, snapshots, webview
 from app import service
 from app.errors import UserError
 from app.pipeline.threads import Pipeline
@@ -45,6 +45,27 @@ def _sinks(app_cfg, stats, stop):
     return result
 
 
+def _recorder_sections(cfg):
+    """(section, key, sink class) of the snapshot and clip sinks."""
+    return ((cfg.snapshots, "snapshots", snapshots.Snapshots), (cfg.clips, "clips", clips.ClipRecorder))
+
+
+def _check_recorders(cfg, where):
+    """UserError for an enabled snapshots/clips section without objects, or a bad key or folder (at start)."""
+    for section, key, make in _recorder_sections(cfg):
+        if section.enabled and not cfg.objects.enabled:
+            raise UserError("{}: {}.enabled needs objects.enabled (it saves tracked objects); turn objects "
+                            "on or {} off".format(where, key, key))
+        if section.enabled:
+            make.check(section, where)
+
+
+def _recorders(cfg, where):
+    """The snapshot and clip sinks that are on. They go FIRST among the sinks: the snapshot sink fills
+    the object events' `snapshot` field before the other sinks read them."""
+    return [make(section, where) for section, _, make in _recorder_sections(cfg) if section.enabled]
+
+
 def _web_view_address(http_cfg):
     """(host, port, secret or None) of http.listen, read before anything starts; None when it is off."""
     if not http_cfg.listen:
@@ -55,11 +76,12 @@ def _web_view_address(http_cfg):
     return host, port, secret
 
 
-def _web_view(address, http_cfg, feed, stats):
-    """The started WebView at `address` (from _web_view_address)."""
+def _web_view(address, http_cfg, feed, stats, objects):
+    """The started WebView at `address` (from _web_view_address); `objects` is its RecentEvents."""
     host, port, secret = address
     view = webview.WebView(host, port, feed.get_jpeg, stats.snapshot, stats.last_frame_time,
-                           credentials=secret, insecure=http_cfg.insecure)
+                           credentials=secret, insecure=http_cfg.insecure, get_events=objects.items,
+                           snapshot_dir=objects.snapshot_dir)
     return view.start()
 
 
@@ -98,6 +120,7 @@ class LiveApp(object):
         if app_cfg.max_frames < 0:
             raise UserError("--max-frames must be >= 0 (0 = run forever), got {}".format(app_cfg.max_frames))
         self._address = _web_view_address(cfg.http)  # credentials and exposure before any output
+        _check_recorders(cfg, config_path)  # snapshot and clip folders too
         self._mqtt_password = mqtt_settings.check_settings(cfg.mqtt, config_path) if cfg.mqtt.enabled else None
         # Sources first: a camera that is not there is the cheaper mistake to report.
         self.sources = open_sources(app_cfg)
@@ -120,18 +143,25 @@ class LiveApp(object):
 
     def _build_pipeline(self, extra_sinks):
         cfg, stats = self._cfg, self.stats
-        sink_list = _sinks(cfg.app, stats, self.stop)
+        recorders = _recorders(cfg, self._config_path)  # first: they fill the events' snapshot field
+        sink_list = recorders + _sinks(cfg.app, stats, self.stop)
         sink_list += mqtt.open_sinks(cfg.mqtt, self._mqtt_password, self._stages, self.sources, cfg.app.sources,
                                      self.live.labels, stats, self._config_path)
         self._feed = service.FrameFeed(overlay.draw_result, lambda: overlay.hud_text(stats)) if cfg.http.listen else None
+        folder = next((r.folder for r in recorders if isinstance(r, snapshots.Snapshots)), None)
+        self._recent = recent.RecentEvents(folder) if cfg.http.listen else None
         self.guard = _reference_guard(cfg, self.live, stats)
         self.notifier = service.SystemdNotifier(stats)
-        sink_list += [s for s in (self._feed, self.guard) if s is not None] + extra_sinks + [self.notifier]  # LAST
+        sink_list += [s for s in (self._feed, self._recent, self.guard) if s is not None] + extra_sinks + [self.notifier]  # LAST
         app_cfg = cfg.app
-        return Pipeline(self.sources, [w for _, w in self.live.pairs], self.live.labels, sink_list, stats,
-                        app_cfg.max_frames, hud=overlay.hud_text, draw=overlay.draw_result,
-                        source_timeout_s=app_cfg.source_timeout_s, invoke_timeout_s=app_cfg.invoke_timeout_s,
-                        rebuild=self.live.rebuild, objects=self._stages)
+        pipeline = Pipeline(self.sources, [w for _, w in self.live.pairs], self.live.labels, sink_list, stats,
+                            app_cfg.max_frames, hud=overlay.hud_text, draw=overlay.draw_result,
+                            source_timeout_s=app_cfg.source_timeout_s, invoke_timeout_s=app_cfg.invoke_timeout_s,
+                            rebuild=self.live.rebuild, objects=self._stages)
+        for recorder in recorders:
+            if hasattr(recorder, "attach"):
+                recorder.attach(pipeline)  # clip events are status events
+        return pipeline
 
     def start(self):
         """The start-up reference check, the web view, READY=1 and the threads.
@@ -144,7 +174,7 @@ class LiveApp(object):
             self.guard.run_startup(self.live.pairs[0][1])
             if self.guard.exit_requested:
                 return False
-        self._view = _web_view(self._address, self._cfg.http, self._feed, self.stats) \
+        self._view = _web_view(self._address, self._cfg.http, self._feed, self.stats, self._recent) \
             if self._feed is not None else None
         self.notifier.ready("started: model {} | {} | {} source(s)".format(self.stats.model, self.stats.runtime,
                                                                           len(self.sources)))

@@ -3,10 +3,19 @@
 1. inference alone: set the input once, invoke in a loop;
 2. sequential: read a 640x480 synthetic frame -> resize -> invoke -> decode/NMS -> draw, one
    thread (the shape of Coral's OpenCV camera example);
-3. threaded: the real app pipeline on synthetic:640x480@0, without and with the object stage
-   (tracking, two zones, a filter, object events: issue 15);
+3. threaded: the real app pipeline on synthetic:640x480@0;
 4. the same pipeline on 30 pre-rendered frames replayed (a source that costs no CPU), which
    shows how much of (3) the synthetic renderer itself takes on a 2-core machine.
+
+Then the outputs of issue 15 (`--config`, benchmarks/all_on.yaml by default: tracking, two zones,
+a filter, object events to a file, snapshots and clips; any section the app knows, mqtt: too):
+5. the whole LiveApp on synthetic:640x480@0 with that config ("on") against the same app with
+   the object stage alone ("objects") and with every output off ("off": no object stage, so no
+   object events, snapshots or clips), in `--repeat` interleaved rounds (the order turns), at the
+   app's interpreter thread setting;
+6. the output thread's own cost of the object stage and every sink of that config per frame, on
+   a 6-shape 640x480 scene's detections (inference done beforehand, frames 1/30 s apart), fed
+   paced at 30 fps and back to back.
 
 Each loop runs `--repeat` rounds, all loops taking turns within a round, and the medians are
 printed: with the app's interpreter thread count (auto: all cores but one) and with all
@@ -25,6 +34,7 @@ wall time is CPU time), and the cores can do at most `cores` ms of work per ms. 
 Edge TPU the invoke costs the CPU next to nothing and the ceiling is the TPU's own rate.
 
     python -m benchmarks.pipeline --model models/demo [--frames 300] [--repeat 5] [--threads 0]
+    python -m benchmarks.pipeline --outputs-only [--config benchmarks/all_on.yaml]   # 5 and 6 alone
     python -m benchmarks.pipeline --make-untrained /tmp/bench_bundle   # demo architecture, untrained
 
 `--make-untrained` builds the demo architecture from config.yaml's model section
@@ -34,9 +44,11 @@ timing before a trained bundle exists. Timings do not depend on the weights.
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -45,9 +57,10 @@ from app.inference import live_model, runtime
 from app.outputs import overlay
 from app.model import postprocess
 from app.model.bundle import load_bundle
-from app.config import FilterConfig, ObjectsConfig, SourceObjectsConfig, ZoneConfig
-from app.tracking.objects import ObjectStages, SourceObjects
-from app.pipeline.threads import Pipeline
+from app import config
+from app.live_app import LiveApp
+from app.tracking import objects
+from app.pipeline.threads import FrameResult, Pipeline
 from app.capture.sources import SyntheticSource
 from app.pipeline.stats import Stats
 from app.capture.synthetic import MovingScene
@@ -120,13 +133,18 @@ class _Shown(object):
     wants_image = True
 
     def __init__(self):
-        self.first = None
+        self.first = self.last = None
         self.count = 0
 
     def write(self, result):
         self.count += 1
+        self.last = time.perf_counter()
         if self.count == 10:
-            self.first = time.perf_counter()
+            self.first = self.last
+
+    def fps(self):
+        """Frames per second from the 10th frame to the last."""
+        return (self.count - 10) / (self.last - self.first)
 
 
 class ReplaySource(object):
@@ -148,29 +166,170 @@ class ReplaySource(object):
         pass
 
 
-# The object stage as the benchmarks run it: two zones (left and lower half) and one filter.
-BENCH_OBJECTS = SourceObjectsConfig(
-    filters={"circle": FilterConfig(min_score=0.5)},
-    zones={"left": ZoneConfig(points=[[0, 0], [0.5, 0], [0.5, 1], [0, 1]], coordinates="normalized"),
-           "lower": ZoneConfig(points=[[0, 0.5], [1, 0.5], [1, 1], [0, 1]], coordinates="normalized",
-                               loitering_s=1.0)})
-
-
-def bench_stage(name, labels):
-    """app.tracking.objects.SourceObjects of one source with BENCH_OBJECTS and the default tracker."""
-    return SourceObjects(name, labels, ObjectsConfig(), BENCH_OBJECTS, "benchmark")
-
-
-def threaded(worker, labels, frames, source=None, with_objects=False):
+def threaded(worker, labels, frames, source=None):
     """fps of the app pipeline on synthetic:640x480@0 (or `source`), from its 10th to its last frame."""
     sink = _Shown()
     source = source or SyntheticSource(640, 480, 0)
-    stages = ObjectStages({source.name: bench_stage(source.name, labels)}) if with_objects else None
     pipeline = Pipeline([source], [worker], dict(enumerate(labels)), [sink],
                         Stats(runtime="bench"), max_frames=frames + 10, hud=overlay.hud_text,
-                        draw=overlay.draw_result, objects=stages)
+                        draw=overlay.draw_result)
     pipeline.run()
-    return frames / (time.perf_counter() - sink.first), pipeline.stats.snapshot()
+    return sink.fps(), pipeline.stats.snapshot()
+
+
+# ----------------------------------------------------------------------------- outputs (issue 15)
+
+BENCH_SOURCE = "synthetic:640x480@0"
+NO_OVERRIDES = {"class_score_thresholds": {}}  # the bundle's own thresholds (app.cli.resolve_settings' shape)
+ALL_ON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "all_on.yaml")
+
+
+SIDES = ("off", "objects", "on")
+
+
+def outputs_config(path, model, threads, folder, side):
+    """The DeviceConfig of one side of the comparison, on BENCH_SOURCE without the reference check.
+
+    Args:
+      path: the "all on" config file.
+      folder: where the events (every side: the per-frame lines are not an issue-15 output),
+        snapshots and clips go.
+      side: "on" (the file as it is), "objects" (the defaults with the file's objects section: the
+        object stage alone) or "off" (the defaults with the object stage off).
+    """
+    on = config.load_device_config(path)
+    cfg = on if side == "on" else config.load_device_config(None)
+    app_cfg = config.replace(cfg.app, model=model, sources=[BENCH_SOURCE], num_threads=threads, headless=True,
+                             events=os.path.join(folder, "events.jsonl"), stats="")
+    cfg = config.replace(cfg, app=app_cfg, reference=config.replace(cfg.reference, enabled=False))
+    if side == "off":
+        return config.replace(cfg, objects=config.replace(cfg.objects, enabled=False))
+    if side == "objects":
+        return config.replace(cfg, objects=on.objects)
+    return config.replace(cfg, snapshots=config.replace(cfg.snapshots, dir=os.path.join(folder, "snapshots")),
+                          clips=config.replace(cfg.clips, dir=os.path.join(folder, "clips")))
+
+
+def app_fps(cfg, frames, where):
+    """(fps from the 10th to the last frame, stage ms) of a LiveApp started with `cfg`."""
+    shown = _Shown()
+    app = LiveApp(config.replace(cfg, app=config.replace(cfg.app, max_frames=frames + 10)), NO_OVERRIDES, where,
+                  extra_sinks=[shown])
+    app.start()
+    app.wait()
+    stages = app.stats.snapshot()["stages_ms"]
+    app.close()
+    return shown.fps(), stages
+
+
+def outputs_rounds(args, threads):
+    """Interleaved rounds of the app on each side (SIDES; the order turns round by round).
+
+    Returns:
+      {side: [fps per round], "stages": the last on-round's stage ms}.
+    """
+    runs = {side: [] for side in SIDES}
+    with tempfile.TemporaryDirectory(prefix="edgedet-bench-") as folder:
+        sides = {side: outputs_config(args.config, args.model, threads, folder, side) for side in SIDES}
+        for i in range(args.repeat):
+            for side in SIDES[i % 3:] + SIDES[:i % 3]:
+                fps, stages = app_fps(sides[side], args.frames, args.config)
+                runs[side].append(fps)
+                if side == "on":
+                    runs["stages"] = stages
+    return runs
+
+
+def _six_shape_results(worker, labels, frames):
+    """FrameResults (no objects yet) of a 6-shape 640x480 MovingScene, frames 1/30 s apart."""
+    scene = MovingScene(640, 480, seed=0, num_shapes=6)
+    results, start = [], time.time()
+    for i in range(frames):
+        image = scene.next_image()
+        worker.writer.write(image)
+        worker.interpreter.invoke()
+        d = worker.decoder.decode(worker.reader.read())
+        names = [labels[int(c)] for c in d.class_ids]
+        results.append(FrameResult(BENCH_SOURCE, i + 1, BENCH_SOURCE, start + i / 30.0, image, image, d,
+                                   postprocess.to_pixel_boxes(d.boxes, 480, 640), names, worker.model, {}))
+    return results
+
+
+def _output_ms(app, stages, results, paced):
+    """ms per frame on the output thread of the object stage (if any) and `app`'s sinks, as
+    Pipeline._finish runs them, with the frames paced at their 30 fps or back to back; {part: ms per frame} of the
+    object stage and each sink; the mean objects per frame (all after the first 10 frames)."""
+    times, by_sink, counts, start = [], {}, [], time.perf_counter()
+    for i, result in enumerate(results):
+        if paced:  # a 30 fps camera
+            time.sleep(max(0.0, start + i / 30.0 - time.perf_counter()))
+        t0 = time.perf_counter()
+        if stages is not None:
+            result = result._replace(objects=stages.update(result))
+            by_sink.setdefault("object stage", []).append(1000.0 * (time.perf_counter() - t0))
+        events = result.objects.events if result.objects is not None else []
+        for sink in app.pipeline.sinks:
+            t1 = time.perf_counter()
+            sink.write(result)
+            if events and hasattr(sink, "object_events"):
+                sink.object_events(events)
+            by_sink.setdefault(type(sink).__name__, []).append(1000.0 * (time.perf_counter() - t1))
+        times.append(1000.0 * (time.perf_counter() - t0))
+        counts.append(len(result.objects.objects) if result.objects is not None else 0)
+    return times[10:], {k: v[10:] for k, v in by_sink.items()}, float(np.mean(counts[10:]))
+
+
+def outputs_cost(args, threads, frames, paced):
+    """Output-thread ms per frame of the "all on" config against all off, on the same 6-shape frames
+    (paced at 30 fps, or back to back: on this VM a thread woken every 33 ms runs the same code
+    about 3x slower than one kept busy, cold caches; the truth for a camera lies between).
+
+    Returns:
+      {"on": [ms per frame], "off": [...], "sinks": {side: {sink class or "object stage": [ms per frame]}},
+       "objects": mean objects per frame on the on side}.
+    """
+    found = {"sinks": {}}
+    with tempfile.TemporaryDirectory(prefix="edgedet-bench-") as folder:
+        results = None
+        for side in ("off", "on"):
+            cfg = outputs_config(args.config, args.model, threads, folder, side)
+            app = LiveApp(cfg, NO_OVERRIDES, args.config)  # not started: its sinks as the app builds them
+            labels = app.live.labels
+            names = [labels.get(i, str(i)) for i in range(max(labels) + 1)]
+            results = results or _six_shape_results(app.live.pairs[0][1], names, frames)
+            stages = objects.build_stages(cfg.objects, app.sources, cfg.app.sources, names, args.config)
+            found[side], found["sinks"][side], found["objects"] = _output_ms(app, stages, results, paced)
+            app.close()
+    return found
+def print_outputs(args, threads):
+    runs = outputs_rounds(args, threads)
+    print("-- outputs of {} (LiveApp on {}, {} frames, {} interleaved rounds)".format(
+        args.config, BENCH_SOURCE, args.frames, args.repeat))
+    for side in SIDES:
+        print("outputs {:7s} : {:7.1f} fps median (rounds {})".format(
+            side, statistics.median(runs[side]), ", ".join("{:.1f}".format(v) for v in runs[side])))
+    for a, b, goal in (("on", "off", "; goal >= 0.97"), ("objects", "off", ""), ("on", "objects", "")):
+        ratios = [x / y for x, y in zip(runs[a], runs[b])]
+        print("{:>7s}/{:7s} : {:.3f} median of per-round ratios (rounds {:.3f}-{:.3f}{})".format(
+            a, b, statistics.median(ratios), min(ratios), max(ratios), goal))
+    print("on, stage ms    : {}".format(", ".join("{} {:.3f}".format(k, v) for k, v in runs["stages"].items())))
+    for paced in (True, False):
+        _print_cost(outputs_cost(args, threads, min(args.frames, 300), paced),
+                    "paced at 30 fps" if paced else "back to back")
+
+
+def _print_cost(cost, how):
+    print("-- output thread per frame, 6-shape 640x480 scene, {}".format(how))
+    for side in ("off", "on"):
+        ms = sorted(cost[side])
+        print("output thread {:3s}: {:.3f} ms per frame median, {:.3f} ms 95th percentile, {:.3f} ms mean".format(
+            side, statistics.median(ms), ms[int(0.95 * len(ms))], statistics.mean(ms)))
+    print("on - off        : {:.3f} ms per frame mean, {:.3f} ms median ({:.1f} objects per frame; goal <= 0.3 ms)"
+          .format(statistics.mean(cost["on"]) - statistics.mean(cost["off"]),
+                  statistics.median(cost["on"]) - statistics.median(cost["off"]), cost["objects"]))
+    for side in ("off", "on"):
+        print("  {:3s} median/mean ms: {}".format(side, ", ".join(
+            "{} {:.3f}/{:.3f}".format(k, statistics.median(v), statistics.mean(v)) for k, v in cost["sinks"][side].items())))
 
 
 def make_untrained(out):
@@ -217,28 +376,7 @@ def make_untrained(out):
     return out
 
 
-LOOPS = ("alone", "sequential", "threaded", "objects", "replay")
-
-
-def objects_cost(worker, labels, frames):
-    """(median, 95th percentile) ms of the object stage per frame, and the mean objects per frame,
-    on the demo model's detections of a 6-shape 640x480 MovingScene (inference done beforehand)."""
-    scene = MovingScene(640, 480, seed=0, num_shapes=6)
-    found = []
-    for _ in range(frames):
-        worker.writer.write(scene.next_image())
-        worker.interpreter.invoke()
-        d = worker.decoder.decode(worker.reader.read())
-        found.append((postprocess.to_pixel_boxes(d.boxes, 480, 640), d.class_ids, d.scores))
-    stage = bench_stage("bench", labels)
-    times, counts = [], []
-    for i, (boxes, class_ids, scores) in enumerate(found):
-        t0 = time.perf_counter()
-        frame = stage.update(boxes, class_ids, scores, i / 30.0, 640, 480)
-        times.append(1000.0 * (time.perf_counter() - t0))
-        counts.append(len(frame.objects))
-    times = sorted(times[10:])
-    return statistics.median(times), times[int(0.95 * len(times))], float(np.mean(counts[10:]))
+LOOPS = ("alone", "sequential", "threaded", "replay")
 
 
 def _round(bundle, worker, frames):
@@ -246,7 +384,6 @@ def _round(bundle, worker, frames):
     fps = {"alone": inference_alone(worker, frames)}
     fps["sequential"], seq_ms = sequential(worker, bundle.labels, frames)
     fps["threaded"], snap = threaded(worker, bundle.labels, frames)
-    fps["objects"] = threaded(worker, bundle.labels, frames, with_objects=True)[0]
     fps["replay"] = threaded(worker, bundle.labels, frames, ReplaySource())[0]
     return fps, seq_ms, snap["stages_ms"]
 
@@ -287,13 +424,19 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU interpreter threads of the app (0 = auto, as the app: all cores but one)")
     parser.add_argument("--make-untrained", metavar="DIR", help="build an untrained demo-architecture bundle")
+    parser.add_argument("--config", default=ALL_ON, help="config.yaml of the outputs' 'all on' side")
+    parser.add_argument("--outputs-only", action="store_true", help="only the outputs comparison and cost")
     args = parser.parse_args(argv)
     if args.make_untrained:
         print("bundle written to", make_untrained(args.make_untrained))
         return 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     bundle = load_bundle(args.model)
     cores = os.cpu_count() or 1
     app_threads = runtime.cpu_threads(args.threads)
+    if args.outputs_only:
+        print_outputs(args, app_threads)
+        return 0
     results = measure(bundle, args.precision, sorted({app_threads, cores}, key=lambda t: t != app_threads),
                       args.frames, args.repeat)
     app = results[0]
@@ -307,8 +450,6 @@ def main(argv=None):
             r["sequential"], ", ".join("{} {:.2f}".format(k, v) for k, v in r["seq_ms"].items())))
         print("threaded app    : {:7.1f} fps  (stage ms: {})".format(
             r["threaded"], ", ".join("{} {:.2f}".format(k, v) for k, v in r["stages"].items())))
-        print("threaded+objects: {:7.1f} fps  (the same with tracking, zones and object events on)".format(
-            r["objects"]))
         print("threaded, replay: {:7.1f} fps  (same pipeline, pre-rendered frames: no renderer cost)".format(
             r["replay"]))
     # Per round: the fastest inference alone / sequential loop of either thread count.
@@ -319,11 +460,6 @@ def main(argv=None):
     print("threaded/inference alone, fastest      : {}".format(_ratio(thr, fastest["alone"])))
     print("threaded/sequential, same threads      : {} (goal >= 1.3)".format(_ratio(thr, app["runs"]["sequential"])))
     print("threaded/sequential, fastest sequential: {}".format(_ratio(thr, fastest["sequential"])))
-    print("threaded+objects/threaded               : {} (goal >= 0.97)".format(_ratio(app["runs"]["objects"], thr)))
-    median_ms, p95_ms, count = objects_cost(_worker(bundle, args.precision, app_threads)[1], bundle.labels,
-                                            args.frames)
-    print("object stage    : {:.3f} ms per frame median, {:.3f} ms 95th percentile, {:.1f} objects per frame "
-          "(6-shape 640x480 scene, 2 zones, 1 filter; goal <= 0.3 ms)".format(median_ms, p95_ms, count))
     seq_ms = app["seq_ms"]
     host = seq_ms["preprocess"] + seq_ms["decode"] + seq_ms["overlay"]
     print("host overhead   : {:.2f} ms per 640x480 frame (preprocess {:.2f} + decode/NMS {:.2f} + overlay {:.2f}; "
@@ -335,6 +471,7 @@ def main(argv=None):
     print("CPU ceiling     : {:7.1f} fps = {} cores / (invoke {:.2f} CPU-ms on 1 thread + render {:.2f} + host {:.2f}); "
           "ceiling/fastest inference {:.2f}".format(ceiling, cores, invoke_cpu_ms, render, host,
                                                     ceiling / max(r["alone"] for r in results)))
+    print_outputs(args, app_threads)
     return 0
 
 

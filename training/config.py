@@ -257,6 +257,8 @@ class Config:
     http: app_config.HttpConfig
     objects: app_config.ObjectsConfig
     mqtt: app_config.MqttConfig
+    snapshots: app_config.SnapshotsConfig
+    clips: app_config.ClipsConfig
 
 
 def load_config(path=None):

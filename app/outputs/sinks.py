@@ -12,11 +12,11 @@ goes through app.redact so camera passwords never reach the file.
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 
 from app.errors import UserError
+from app.outputs.files import atomic_path
 from app.redact import redact_value
 
 
@@ -77,15 +77,9 @@ class EventWriter(object):
 
 def write_json_atomic(path, obj):
     """Writes `obj` as JSON to `path` via a temp file in the same folder and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".stats-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
             json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 class StatsWriter(object):

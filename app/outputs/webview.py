@@ -1,10 +1,12 @@
 """The web view: live MJPEG stream, snapshot, stats and health over HTTP, for headless boxes.
 
-Routes: `/` (page: live view + stats), `/stream.mjpg` (multipart/x-mixed-replace JPEG
-stream), `/snapshot.jpg`, `/stats` (JSON), `/healthz` (200 while frames complete, else 503).
+Routes: `/` (page: live view, stats, recent objects with their snapshots), `/stream.mjpg`
+(multipart/x-mixed-replace JPEG stream), `/snapshot.jpg`, `/stats` (JSON), `/healthz` (200 while
+frames complete, else 503), `/events` (JSON list of the recent objects, newest first) and
+`/snapshots/<source>/<file>.jpg` (a saved snapshot; only .jpg files inside the snapshots folder).
 
-The server knows nothing of the pipeline: it calls three functions the pipeline gives it
-(latest JPEG, stats dict, time of the last completed frame). Off loopback, credentials are
+The server knows nothing of the pipeline: it calls the functions the pipeline gives it
+(latest JPEG, stats dict, time of the last completed frame, recent objects). Off loopback, credentials are
 required and checked on every request, the stream included; everything it sends out passes
 through `app.redact` so camera passwords never reach the browser.
 """
@@ -20,7 +22,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from app.errors import UserError
 from app.redact import redact, redact_value
@@ -29,6 +31,7 @@ from app.textfile import read_text
 log = logging.getLogger(__name__)
 
 HEALTHY_WITHIN_S = 10.0
+SNAPSHOTS_ROUTE = "/snapshots/"
 _BOUNDARY = "edgedet-frame"
 
 _PAGE = """<!DOCTYPE html>
@@ -41,10 +44,14 @@ body{margin:0;background:#111;color:#ddd;font:14px sans-serif;display:flex;flex-
 td{padding:1px 8px 1px 0;vertical-align:top;overflow-wrap:anywhere}
 td:first-child{color:#8ab}
 #health{font-weight:bold}
+#objects{list-style:none;padding:0;margin:0}
+#objects li{display:flex;gap:8px;align-items:center;margin:4px 0}
+#objects img{width:120px;height:auto;background:#000}
 </style></head>
 <body>
 <img id="live" alt="live view" width="640" height="480">
-<div id="side"><h3>edgedet <span id="health"></span></h3><table id="stats"></table></div>
+<div id="side"><h3>edgedet <span id="health"></span></h3><table id="stats"></table>
+<h3>Recent objects</h3><ul id="objects"></ul></div>
 <script>
 // A ?token= in the page URL is passed on to the stream and the stats requests. The <img>
 // gets its src only here: a first request without the token would draw a 401 challenge.
@@ -76,7 +83,35 @@ function poll() {
     h.textContent = r.ok ? "live" : "stalled"; h.style.color = r.ok ? "#4c4" : "#e44";
   }).catch(function () {});
 }
+var shown = "";
+function listObjects() {
+  fetch("/events" + q, {cache: "no-store"}).then(function (r) { return r.json(); })
+  .then(function (items) {
+    var text = JSON.stringify(items);
+    if (text === shown) { return; }  // unchanged: keep the thumbnails already loaded
+    shown = text;
+    var ul = document.getElementById("objects");
+    ul.textContent = "";
+    items.forEach(function (o) {
+      var li = document.createElement("li");
+      if (o.snapshot) {
+        var img = document.createElement("img");
+        img.src = "/snapshots/" + o.snapshot.split("/").map(encodeURIComponent).join("/") + q;
+        img.alt = o.label + " #" + o.id;
+        li.appendChild(img);
+      }
+      var span = document.createElement("span");
+      var when = new Date(o.start_time * 1000).toLocaleTimeString();
+      span.textContent = o.label + " #" + o.id + " " + Math.round(o.top_score * 100) + "% " + o.event +
+        " " + when + (o.entered_zones.length ? " zones: " + o.entered_zones.join(", ") : "") +
+        (o.clip ? " clip: " + o.clip : "");
+      li.appendChild(span);
+      ul.appendChild(li);
+    });
+  }).catch(function () {});
+}
 poll(); setInterval(poll, 1000);
+listObjects(); setInterval(listObjects, 2000);
 </script></body></html>
 """
 
@@ -135,6 +170,16 @@ def check_exposure(host, port, credentials, insecure):
         raise UserError("http.listen {}:{} is not loopback: set http.credentials_file to "
                         "a file holding a password, bind 127.0.0.1, or pass "
                         "--http-insecure to expose it without one".format(host, port))
+
+
+def saved_snapshot_path(folder, name):
+    """The file of `/snapshots/<name>`, or None: `name` must be a .jpg inside `folder` (after following
+    links and "..") whose parts do not start with "." (no temp files, no escape)."""
+    if not folder or not name.endswith(".jpg") or any(part.startswith(".") for part in name.split("/")):
+        return None
+    root = os.path.realpath(folder)
+    path = os.path.realpath(os.path.join(root, name))
+    return path if path.startswith(root + os.sep) else None
 
 
 def _offered_secrets(headers, query):
@@ -217,8 +262,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         route = {"/": self._page, "/index.html": self._page, "/stats": self._stats,
                  "/healthz": self._healthz, "/snapshot.jpg": self._snapshot,
-                 "/stream.mjpg": self._stream}.get(url.path)
-        if route is None:
+                 "/stream.mjpg": self._stream, "/events": self._events}.get(url.path)
+        if route is None and url.path.startswith(SNAPSHOTS_ROUTE):
+            self._saved_snapshot(view, unquote(url.path[len(SNAPSHOTS_ROUTE):]))
+        elif route is None:
             self._send(404, b"not found\n", "text/plain")
         else:
             route(view)
@@ -240,6 +287,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _stats(self, view):
         body = json.dumps(redact_value(view.get_stats()), default=_json_default, sort_keys=True)
         self._send(200, body.encode("utf-8"), "application/json")
+
+    def _events(self, view):
+        body = json.dumps(redact_value(view.get_events()), default=_json_default)
+        self._send(200, body.encode("utf-8"), "application/json")
+
+    def _saved_snapshot(self, view, name):
+        path = saved_snapshot_path(view.snapshot_dir, name)
+        try:
+            if path is None:  # a refused name, or snapshots are off
+                raise FileNotFoundError(name)
+            with open(path, "rb") as f:
+                body = f.read()
+        except OSError:  # also a snapshot that retention just deleted
+            self._send(404, b"no such snapshot\n", "text/plain")
+            return
+        self._send(200, body, "image/jpeg")
 
     def _healthz(self, view):
         age = view.frame_age()
@@ -282,7 +345,8 @@ class WebView(object):
     """
 
     def __init__(self, host, port, get_jpeg, get_stats, last_frame_time, credentials=None,
-                 insecure=False, clock=time.monotonic, max_fps=10.0, max_streams=8):
+                 insecure=False, clock=time.monotonic, max_fps=10.0, max_streams=8, get_events=list,
+                 snapshot_dir=None):
         """Args:
           host: address to bind ("127.0.0.1", "0.0.0.0", "::1", ...).
           port: TCP port; 0 picks a free one (see `.port` after start()).
@@ -296,6 +360,9 @@ class WebView(object):
           clock: monotonic clock in seconds, the one last_frame_time uses.
           max_fps: most frames per second sent to each stream viewer.
           max_streams: most simultaneous /stream.mjpg viewers (each costs a thread + bandwidth).
+          get_events: callable() -> list of the recent objects' dicts for /events (thread-safe;
+            app.outputs.recent.RecentEvents.items), `snapshot` relative to `snapshot_dir`.
+          snapshot_dir: the snapshots folder /snapshots/ serves, or None (then it answers 404).
 
         Raises:
           UserError: a non-loopback host without credentials and without insecure.
@@ -304,7 +371,7 @@ class WebView(object):
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be an int in 0..65535, received {!r}".format(port))
         for name, fn in (("get_jpeg", get_jpeg), ("get_stats", get_stats),
-                         ("last_frame_time", last_frame_time), ("clock", clock)):
+                         ("last_frame_time", last_frame_time), ("clock", clock), ("get_events", get_events)):
             if not callable(fn):
                 raise ValueError("{} must be callable, received {!r}".format(name, fn))
         if credentials is not None and (not isinstance(credentials, str) or not credentials):
@@ -318,6 +385,7 @@ class WebView(object):
         self.host, self._requested_port = host, port
         self.get_jpeg, self.get_stats, self.last_frame_time = get_jpeg, get_stats, last_frame_time
         self.credentials, self.clock = credentials, clock
+        self.get_events, self.snapshot_dir = get_events, snapshot_dir
         self.max_fps, self.max_streams = float(max_fps), int(max_streams)
         self.page = redact(_PAGE).encode("utf-8")
         self._server = self._thread = None

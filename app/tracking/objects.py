@@ -12,9 +12,10 @@ of object events, which the pipeline hands to every sink with `object_events(eve
 last event, at most once per `update_interval_s`; `end` when the track ends (or the app stops),
 with `end_time` the last frame the object was seen in. While a track coasts (no detection this
 frame) its box, score and zones stay those of its last detection.
-Boxes are source-frame pixels; times are the frames' wall-clock seconds; `snapshot` stays null
-until snapshots exist. An object is in a zone once its box's bottom centre was inside for
-`inertia` frames running and then `loitering_s` seconds; it leaves on its first frame outside.
+Boxes are source-frame pixels; times are the frames' wall-clock seconds; `snapshot` is null here
+and filled by app.outputs.snapshots (the first sink) once the object's JPEG is on disk. An object
+is in a zone once its box's bottom centre was inside for `inertia` frames running and then
+`loitering_s` seconds; it leaves on its first frame outside.
 """
 
 import collections
