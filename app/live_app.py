@@ -9,7 +9,9 @@ import logging
 
 from app.inference import devices, runtime, workers
 from app.tracking import objects
-from app.outputs import clips, mqtt, mqtt_settings, overlay, recent, sinks, snapshots, webview
+from app.outputs.recordings import clips, recent, snapshots
+from app.outputs.mqtt import sink as mqtt, settings as mqtt_settings
+from app.outputs import overlay, sinks, webview
 from app import service
 from app.errors import UserError
 from app.pipeline.threads import Pipeline

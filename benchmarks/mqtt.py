@@ -1,6 +1,6 @@
 """Output-thread cost of the MQTT sink per frame: 640x480 frames with 6 tracked objects (issue 15, item 4).
 
-The sink is the app's (app.outputs.mqtt, discovery and snapshots on), connected through the app's
+The sink is the app's (app.outputs.mqtt.sink, discovery and snapshots on), connected through the app's
 MqttClient to a real mosquitto started here on a free loopback port (anonymous, no persistence).
 Each frame carries 6 objects of the demo model's 3 labels moving across the frame with noisy
 scores (so counts change now and then and a better score queues a snapshot), and one frame in
@@ -27,8 +27,8 @@ import time
 import numpy as np
 
 from app.config import MqttConfig, build
-from app.outputs.mqtt import MqttSink, encode_snapshot
-from app.outputs.mqtt_client import MqttClient
+from app.outputs.mqtt.sink import MqttSink, encode_snapshot
+from app.outputs.mqtt.client import MqttClient
 from app.pipeline.threads import FrameResult
 from app.tracking.objects import ObjectFrame
 

@@ -1,4 +1,4 @@
-"""app.outputs.clips and ring: the pre-capture ring's bounds, a clip from pre_capture_s before `new` to
+"""app.outputs.recordings.clips and ring: the pre-capture ring's bounds, a clip from pre_capture_s before `new` to
 post_capture_s after `end` written as a real MP4 and read back, its status event, a full disk.
 
 Real OpenCV encoding and decoding, the real object stage and real files."""
@@ -14,8 +14,8 @@ import pytest
 
 from app.config import ClipsConfig
 from app.errors import UserError
-from app.outputs import clips
-from app.outputs.ring import EncodedRing
+from app.outputs.recordings import clips
+from app.outputs.recordings.ring import EncodedRing
 from outputs_support import result, square_box, stage
 
 
@@ -104,7 +104,7 @@ FULL_DISK = textwrap.dedent("""
     sys.path[:0] = [{root!r}, {tests!r}]
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from app.config import ClipsConfig
-    from app.outputs import clips
+    from app.outputs.recordings import clips
     from outputs_support import result, stage
     emitted = []
     recorder = clips.ClipRecorder(ClipsConfig(dir={folder!r}, pre_capture_s=1.0, post_capture_s=0.5),

@@ -19,11 +19,12 @@ import yaml
 
 from app.config import MqttConfig, build
 from app.errors import UserError
-from app.outputs import hass, mqtt_settings, overlay
-from app.outputs.mqtt import MqttSink, encode_snapshot, open_sinks, slug, topic_names
+from app.outputs.mqtt import hass, settings as mqtt_settings
+from app.outputs import overlay
+from app.outputs.mqtt.sink import MqttSink, encode_snapshot, open_sinks, slug, topic_names
 from app.pipeline.threads import FrameResult
 from app.tracking.objects import ObjectFrame
-from app.outputs.outbox import Outbox
+from app.outputs.mqtt.outbox import Outbox
 from app.redact import redact
 from app_support import free_port, start_app, stop_app, wait_for
 from conftest import ROOT

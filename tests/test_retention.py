@@ -1,10 +1,10 @@
-"""app.outputs.retention: by age, then oldest first down to the size limit, on real files with set times;
+"""app.outputs.recordings.retention: by age, then oldest first down to the size limit, on real files with set times;
 temp files of writes in progress are kept, a crash's old ones removed."""
 
 import os
 
 from app.outputs.files import TEMP_PREFIX
-from app.outputs.retention import Retention, expired, saved_files
+from app.outputs.recordings.retention import Retention, expired, saved_files
 
 DAY = 86400.0
 NOW = 1.8e9

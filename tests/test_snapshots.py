@@ -1,4 +1,4 @@
-"""app.outputs.snapshots: the best frame of each object on disk, drawn and clean, rewritten when the
+"""app.outputs.recordings.snapshots: the best frame of each object on disk, drawn and clean, rewritten when the
 score improves (rate-limited), final at `end`; the events' `snapshot` path; bad folders; a full disk.
 
 Real files, real JPEG encoding, the real object stage (frame times 0.25 s apart)."""
@@ -14,7 +14,8 @@ import pytest
 
 from app.config import SnapshotsConfig
 from app.errors import UserError
-from app.outputs import overlay, snapshots
+from app.outputs import overlay
+from app.outputs.recordings import snapshots
 from outputs_support import result, square_box, square_frame, stage
 
 
@@ -94,7 +95,7 @@ FULL_DISK = textwrap.dedent("""
     sys.path[:0] = [{root!r}, {tests!r}]
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from app.config import SnapshotsConfig
-    from app.outputs import snapshots
+    from app.outputs.recordings import snapshots
     from outputs_support import result, stage
     sink = snapshots.Snapshots(SnapshotsConfig(enabled=True, dir={folder!r}, min_interval_s=0.0), "config.yaml")
     # Files may grow to 1 KB: every JPEG of a 320x240 frame is larger, so each write fails with EFBIG.

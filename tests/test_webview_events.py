@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 
 from app.config import SnapshotsConfig
-from app.outputs import snapshots
-from app.outputs.recent import RecentEvents
+from app.outputs.recordings import snapshots
+from app.outputs.recordings.recent import RecentEvents
 from app.outputs.webview import WebView
 from outputs_support import result, stage
 

@@ -361,7 +361,7 @@ class WebView(object):
           max_fps: most frames per second sent to each stream viewer.
           max_streams: most simultaneous /stream.mjpg viewers (each costs a thread + bandwidth).
           get_events: callable() -> list of the recent objects' dicts for /events (thread-safe;
-            app.outputs.recent.RecentEvents.items), `snapshot` relative to `snapshot_dir`.
+            app.outputs.recordings.recent.RecentEvents.items), `snapshot` relative to `snapshot_dir`.
           snapshot_dir: the snapshots folder /snapshots/ serves, or None (then it answers 404).
 
         Raises:

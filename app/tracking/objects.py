@@ -13,7 +13,7 @@ last event, at most once per `update_interval_s`; `end` when the track ends (or 
 with `end_time` the last frame the object was seen in. While a track coasts (no detection this
 frame) its box, score and zones stay those of its last detection.
 Boxes are source-frame pixels; times are the frames' wall-clock seconds; `snapshot` is null here
-and filled by app.outputs.snapshots (the first sink) once the object's JPEG is on disk. An object
+and filled by app.outputs.recordings.snapshots (the first sink) once the object's JPEG is on disk. An object
 is in a zone once its box's bottom centre was inside for `inertia` frames running and then
 `loitering_s` seconds; it leaves on its first frame outside.
 """
@@ -134,7 +134,7 @@ class SourceObjects(object):
         obj.label = self._labels[int(tracks.class_ids[row])]
         if tracks.matched[row]:  # a coasting track keeps its last seen box and score
             box = tracks.boxes[row]
-            obj.box = np.round(box, 1).tolist()
+            obj.box = [round(float(v), 1) for v in box]  # python floats: no float32 noise in the JSON
             obj.area = round(float((box[2] - box[0]) * (box[3] - box[1])), 1)
             obj.score = round(float(tracks.scores[row]), 4)
             obj.top_score = max(obj.top_score, obj.score)

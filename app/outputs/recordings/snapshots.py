@@ -23,8 +23,8 @@ from collections import namedtuple
 import numpy as np
 
 from app.outputs import files, overlay
-from app.outputs.retention import Retention
-from app.outputs.writer import BackgroundWriter
+from app.outputs.recordings.retention import Retention
+from app.outputs.recordings.writer import BackgroundWriter
 
 # An object's best frame. image: the raw BGR frame uint8 [H, W, 3]; box: pixels (x0, y0, x1, y1).
 BestFrame = namedtuple("BestFrame", "image box class_id label score")

@@ -9,7 +9,7 @@ import os
 import socket
 
 from app.errors import UserError
-from app.outputs.mqtt_client import import_paho
+from app.outputs.mqtt.client import import_paho
 from app.redact import add_secret
 from app.textfile import read_text
 

@@ -6,7 +6,7 @@ Per source and label, three entities on one device per source:
   camera         the label's best snapshot JPEG (raw bytes on its topic)
 Each config goes to `<discovery_prefix>/<component>/<node_id>/<object_id>/config` with
 node_id the topic prefix and object_id `<source>_<label>_<kind>` (HA allows [a-zA-Z0-9_-] in
-both, which app.outputs.mqtt.slug guarantees). unique_id is `<node_id>_<object_id>`, so two
+both, which app.outputs.mqtt.sink.slug guarantees). unique_id is `<node_id>_<object_id>`, so two
 edgedet instances with different topic prefixes never collide. Every entity is unavailable while
 `<prefix>/available` is "offline" (the last will).
 """

@@ -11,7 +11,7 @@ import collections
 import os
 import threading
 
-from app.outputs.snapshots import snapshot_name
+from app.outputs.recordings.snapshots import snapshot_name
 
 MAX_ITEMS = 50
 _FIELDS = ("event", "id", "source", "label", "score", "top_score", "current_zones", "entered_zones",

@@ -5,7 +5,7 @@ Topics (prefix = mqtt.topic_prefix; source and label as `slug`s), as Frigate lay
   <prefix>/<source>/events            every object event, JSON (app.tracking.objects)
   <prefix>/<source>/<label>           objects of that label in view now: an integer, retained, on change
   <prefix>/<source>/<label>/snapshot  the label's best frame with its box drawn: JPEG, retained
-  <discovery_prefix>/.../config       Home Assistant discovery (app.outputs.hass), retained
+  <discovery_prefix>/.../config       Home Assistant discovery (app.outputs.mqtt.hass), retained
 On the output thread the sink only compares counts and queues messages in the outbox; a
 snapshot's JPEG is encoded later by the publisher thread (the message holds the frame and box).
 A label's snapshot is sent when one of its objects scores above the label's best since the label
@@ -19,10 +19,11 @@ import re
 
 from app import __version__
 from app.errors import UserError
-from app.outputs import hass, overlay
-from app.outputs.mqtt_client import MqttClient
-from app.outputs.mqtt_settings import client_id
-from app.outputs.outbox import Outbox
+from app.outputs.mqtt import hass
+from app.outputs import overlay
+from app.outputs.mqtt.client import MqttClient
+from app.outputs.mqtt.settings import client_id
+from app.outputs.mqtt.outbox import Outbox
 from app.redact import redact, redact_value
 
 _NOT_SLUG = re.compile(r"[^A-Za-z0-9_-]+")
@@ -167,7 +168,7 @@ def open_sinks(settings, password, stages, sources, specs, labels, stats, where)
     """[MqttSink], connected, when mqtt.enabled (else []).
 
     Args:
-      settings: app.config.MqttConfig (already checked by app.outputs.mqtt_settings.check_settings).
+      settings: app.config.MqttConfig (already checked by app.outputs.mqtt.settings.check_settings).
       password: the broker password check_settings returned.
       stages: app.tracking.objects.ObjectStages, or None when objects are off.
       sources: the opened sources; specs: the --source values they came from.
@@ -176,7 +177,7 @@ def open_sinks(settings, password, stages, sources, specs, labels, stats, where)
       where: the config file name for messages.
 
     Raises:
-      UserError: objects are off, a bad source name, or the broker cannot be used (app.outputs.mqtt_client).
+      UserError: objects are off, a bad source name, or the broker cannot be used (app.outputs.mqtt.client).
     """
     if not settings.enabled:
         return []

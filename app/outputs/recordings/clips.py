@@ -23,9 +23,9 @@ from collections import namedtuple
 import numpy as np
 
 from app.outputs import files
-from app.outputs.retention import Retention
-from app.outputs.ring import EncodedRing
-from app.outputs.writer import BackgroundWriter
+from app.outputs.recordings.retention import Retention
+from app.outputs.recordings.ring import EncodedRing
+from app.outputs.recordings.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 

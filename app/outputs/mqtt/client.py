@@ -20,7 +20,7 @@ import threading
 import time
 
 from app.errors import UserError
-from app.outputs.hass import OFFLINE, ONLINE
+from app.outputs.mqtt.hass import OFFLINE, ONLINE
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,11 @@ class MqttClient(object):
     """One broker connection with its publisher thread.
 
     Args:
-      settings: app.config.MqttConfig (checked by app.outputs.mqtt_settings).
+      settings: app.config.MqttConfig (checked by app.outputs.mqtt.settings).
       password: the broker password or "".
       client_id: the MQTT client id.
       availability: the availability topic ("<prefix>/available").
-      outbox: app.outputs.outbox.Outbox the publisher drains.
+      outbox: app.outputs.mqtt.outbox.Outbox the publisher drains.
       birth: callable() -> [(topic, payload)] of retained messages to send after each connect
         (the discovery configs).
       report: callable(dict) given the counters whenever they change (the app's stats).
