@@ -81,11 +81,6 @@ class FineTune(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
-# state.json keys a run keeps from save to save: where it was imported from, and a fine-tuning
-# segment (training.finetune.segment), whose schedule and frozen batch norm a resume must keep.
-CARRIED_STATE = ("imported_from", "fine_tune")
-
-
 def for_run(train_cfg, state):
     """The schedule of a run in `state` (state.json or None): its fine-tuning one, else the config's."""
     ft = (state or {}).get("fine_tune")

@@ -24,7 +24,7 @@ from app import anchors as app_anchors
 from app import arguments
 from app.errors import UserError
 from training import config as training_config, distribute
-from training import losses, model as ssd_model, schedule, workdir as run_dir
+from training import losses, model as ssd_model, qat_ranges, schedule, workdir as run_dir
 from training.data import augment, pipeline
 
 # Most train steps fused into one tf.function call (fewer Python round trips).
@@ -167,7 +167,7 @@ class Trainer:
     def __init__(self, cfg, workdir, strategy, out=sys.stdout, lr_schedule=None):
         self.cfg, self.workdir, self.strategy, self.out = cfg, workdir, strategy, out
         self.step, self.phase, self.last_saved = 0, "float", None
-        self.carried = {}  # state.json keys kept from save to save (schedule.CARRIED_STATE)
+        self.carried = {}  # state.json keys kept from save to save (workdir.CARRIED_STATE)
         self.chief = distribute.is_chief(strategy)
         self.schedule = lr_schedule or schedule.from_config(cfg.train)
         # The logged values are reduced already: nothing collective to keep in step on the others.
@@ -204,14 +204,13 @@ class Trainer:
         fine_tune = self.carried.get("fine_tune")
         if not fine_tune or self.step != fine_tune["from_step"]:
             return
-        from training import qat_ranges
         batches = [self.strategy.experimental_local_results(next(iterator)[0])[0]
                    for _ in range(qat_ranges.BATCHES)]
         qat_ranges.calibrate(self.model, batches)
 
     def restore(self, state):
         """Loads the checkpoint state.json names (switching to QAT first if it is one)."""
-        self.carried = {k: state[k] for k in schedule.CARRIED_STATE if k in state}
+        self.carried = {k: state[k] for k in run_dir.CARRIED_STATE if k in state}
         if state["phase"] == "qat":
             self.start_qat()
         path = os.path.join(self.workdir, run_dir.CHECKPOINTS, state["checkpoint"])
