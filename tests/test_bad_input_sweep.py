@@ -71,6 +71,7 @@ COMMANDS = [
     # The demo bundle must not change: the baseline attaches a compile of another model (refused).
     Command("attach-edgetpu", "edgedet-train", ["attach-edgetpu"], expect=(2, "not compiled from")),
     Command("import-checkpoint", "edgedet-train", ["import-checkpoint"], expect=(2, "already holds a training run")),
+    Command("finetune", "edgedet-train", ["finetune"], expect=(2, "is not an edgedet training workdir")),
 ]
 
 ARGS = [
@@ -130,6 +131,9 @@ ARGS = [
     Arg("import-checkpoint", "--pipeline", FILE, "{pipeline}"),
     Arg("import-checkpoint", "--checkpoint", PATH, "{odapi_checkpoint}"),
     Arg("import-checkpoint", "--workdir", OUT_DIR, "{run}"),  # holds a run: refused before the import
+    Arg("finetune", "--workdir", DIR, "{run}"),  # state.json but no config.yaml: refused after the flags
+    Arg("finetune", "--steps", INT, "1"),
+    Arg("finetune", "--learning-rate", FLOAT, "0.001", zero_ok=True),
 ]
 
 # The bad values each kind gets (every command also gets an unknown flag).

@@ -25,6 +25,7 @@ COMMANDS = [
     ("import-config", "training.import_config", "turn an OD API pipeline.config into config.yaml"),
     ("convert-savedmodel", "training.convert", "convert an OD API TFLite SavedModel into a bundle"),
     ("import-checkpoint", "training.import_checkpoint", "turn an OD API checkpoint into an edgedet workdir"),
+    ("finetune", "training.finetune", "continue a workdir quantization-aware at the fine-tuning learning rate"),
 ]
 
 

@@ -174,6 +174,11 @@ class TrainConfig:
     warmup_steps: int = opt(300, "Linear warmup steps.")
     momentum: float = opt(0.9, "Momentum of the SGD optimizer.")
     qat_learning_rate_scale: float = opt(0.1, "Learning rate factor during quantization-aware steps.")
+    fine_tune_learning_rate: float = opt(
+        0.0001, "Rate of `edgedet-train finetune`, constant after its warmup (no QAT factor).")
+    fine_tune_warmup_steps: int = opt(50, "`finetune`'s linear warmup from 0 to fine_tune_learning_rate.")
+    fine_tune_freeze_batchnorm: bool = opt(
+        True, "`finetune` keeps the start's batch-norm statistics, scales and offsets (OD API freeze_batchnorm).")
     horizontal_flip: bool = opt(True, "Apply random_horizontal_flip.")
     random_crop: RandomCropConfig = opt(None, "random_crop_image settings.", RandomCropConfig)
     vertical_flip: bool = opt(False, "Apply random_vertical_flip (probability 0.5).")

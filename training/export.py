@@ -1,9 +1,14 @@
 """`edgedet-train export`: a uint8 model proven against its float twin, written as a bundle.
 
 In order: batch-1 float SavedModel -> model_float.tflite -> model_int8.tflite
-(calibrated on eval images through app.model.preprocess, then checked) -> fidelity gate
-on the eval split -> Edge TPU preflight and compiler -> the bundle, renamed into
-place only if the gate passed. A rejected model goes to <out>/../rejected/.
+(calibrated through app.model.preprocess, then checked) -> fidelity gate on the eval split ->
+Edge TPU preflight and compiler -> the bundle, renamed into place only if the gate passed.
+A rejected model goes to <out>/../rejected/.
+
+Calibration takes eval images when the eval split has MIN_CALIBRATION_IMAGES, else training
+images: it only sets activation ranges, so it needs no held-out data, and OD API users often have
+small eval sets. The gate always measures on the eval images (at least MIN_GATE_IMAGES), and
+model.json's fidelity says how many images of which split calibrated and how many were gated.
 
 Exit codes: 0 written, 1 rejected by a check or the gate, 2 bad input (nothing written).
 """
@@ -20,6 +25,7 @@ from app.errors import UserError
 from training import bundle_writer, convert_tflite, evaluate, fidelity, report
 
 MIN_CALIBRATION_IMAGES = 100
+MIN_GATE_IMAGES = 50   # eval images the fidelity gate needs (paired float vs int8 on the same images)
 NUM_SAMPLES = 4        # eval images the app checks itself on at start-up
 NUM_REPORT_IMAGES = 8  # float vs int8 pictures in report.html
 EXIT_REJECTED = 1
@@ -52,6 +58,7 @@ def _check_same_model(cfg, trained_cfg, config_path, workdir):
 
 def run(args):
     from training.config import load_config
+    from training.data.dataset import load_split
     from training.train import restore_model
     cfg = load_config(args.config)
     max_drop = cfg.export.max_drop if args.max_drop is None else args.max_drop
@@ -61,17 +68,33 @@ def run(args):
     model, trained_cfg, state = restore_model(args.workdir)
     _check_same_model(cfg, trained_cfg, args.config, args.workdir)
     examples = evaluate.load_eval_examples(cfg)
+    calibration = calibration_set(examples, lambda: load_split(cfg.data, "train", cfg.model.labels))
     code, _ = export_bundle(model, cfg, state, examples, args.out, force=args.force, max_drop=max_drop,
-                            with_postprocess=args.with_postprocess or cfg.export.with_postprocess)
+                            with_postprocess=args.with_postprocess or cfg.export.with_postprocess,
+                            calibration=calibration)
     return code
 
 
-def _calibration_images(examples, count):
+def calibration_set(eval_examples, load_train):
+    """(examples, split name) to calibrate on: the eval split if it has MIN_CALIBRATION_IMAGES,
+    else `load_train()`, the training split (called only then)."""
+    if len(eval_examples) >= MIN_CALIBRATION_IMAGES:
+        return eval_examples, "eval"
+    return load_train(), "train"
+
+
+def _calibration_images(examples, split, count):
     if count < MIN_CALIBRATION_IMAGES or len(examples) < MIN_CALIBRATION_IMAGES:
-        raise UserError("int8 calibration needs >= {} eval images; export.calibration_images is {} and the "
-                        "eval split has {}. Add eval images or raise export.calibration_images"
-                        .format(MIN_CALIBRATION_IMAGES, count, len(examples)))
+        raise UserError("int8 calibration needs >= {} images; export.calibration_images is {} and the {} "
+                        "split has {}. Add images or raise export.calibration_images"
+                        .format(MIN_CALIBRATION_IMAGES, count, split, len(examples)))
     return [evaluate.decode_image(e) for e in examples[:count]]
+
+
+def _check_gate_images(examples):
+    if len(examples) < MIN_GATE_IMAGES:
+        raise UserError("the fidelity gate needs >= {} eval images; the eval split has {}. Add eval images "
+                        "(data.eval)".format(MIN_GATE_IMAGES, len(examples)))
 
 
 def convert_all(model, cfg, calibration_rgb, folder, qat=False, log=print):
@@ -246,7 +269,7 @@ def _finish(staged, out, force, fid, log):
 
 
 def export_bundle(model, cfg, state, examples, out, force=False, max_drop=0.02, with_postprocess=False,
-                  log=print):
+                  log=print, calibration=None):
     """Converts, checks, gates and writes one bundle (see the module docstring).
 
     Args:
@@ -254,18 +277,24 @@ def export_bundle(model, cfg, state, examples, out, force=False, max_drop=0.02, 
         [box_encodings [B, N, 4], class_logits [B, N, C]].
       cfg: training Config.
       state: the workdir's state.json dict ({"step", "phase", "quantization_aware"}).
-      examples: eval Examples (>= 100; the first export.calibration_images calibrate).
+      examples: eval Examples (>= MIN_GATE_IMAGES): the gate measures on all of them.
       out: bundle directory.
       force: replace an existing bundle.
       max_drop: gate's allowed relative mAP drop.
       with_postprocess: also write model_int8_postprocess.tflite.
       log: where progress lines go.
+      calibration: (Examples, split name) whose first export.calibration_images calibrate
+        (calibration_set); default (examples, "eval").
 
     Returns:
       (exit code 0 | 1, path of the bundle or of the rejected folder).
     """
     bundle_writer.check_destination(out, force)
-    calibration = _calibration_images(examples, cfg.export.calibration_images)
+    _check_gate_images(examples)
+    calibration_examples, split = calibration or (examples, "eval")
+    calibration = _calibration_images(calibration_examples, split, cfg.export.calibration_images)
+    log("calibrating on {} {} images; the gate measures on {} eval images".format(
+        len(calibration), split, len(examples)))
     staged = bundle_writer.staging_dir(out)
     try:
         try:
@@ -285,7 +314,8 @@ def export_bundle(model, cfg, state, examples, out, force=False, max_drop=0.02, 
         t = time.time()
         fid, preds_f, preds_q = fidelity.measure(paths["model_float.tflite"], paths["model_int8.tflite"],
                                                  examples, spec, cfg, max_drop)
-        log("fidelity measured on {} images ({:.0f} s)".format(len(examples), time.time() - t))
+        fid["calibration"] = {"split": split, "num_images": len(calibration)}
+        log("fidelity measured on {} eval images ({:.0f} s)".format(len(examples), time.time() - t))
         edgetpu = _edgetpu(staged, paths["model_int8.tflite"], log)
         models = _model_entries(staged, bool(edgetpu["compiler"].get("available")))
         extra = None

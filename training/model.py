@@ -313,3 +313,16 @@ def _model_name(model_cfg):
     """e.g. ssd_mobilenet_v2, ssdlite_mobiledet_edgetpu (the OD API's config names)."""
     backbone = model_cfg.feature_extractor[len("ssd_"):].replace("_keras", "")
     return ("ssdlite_" if model_cfg.use_depthwise else "ssd_") + backbone
+
+
+def freeze_batchnorm(model):
+    """Every BatchNormalization layer of `model` (also inside tfmot wrappers) in inference mode:
+    moving statistics, scale and offset stay as they are (the OD API's freeze_batchnorm).
+
+    Returns:
+      the number of layers frozen.
+    """
+    frozen = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
+    for layer in frozen:
+        layer.trainable = False  # a non-trainable tf_keras BatchNormalization runs as in inference
+    return len(frozen)

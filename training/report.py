@@ -149,6 +149,13 @@ STYLE = ("body{font-family:sans-serif;margin:16px;max-width:1200px}table{border-
          ".ok{color:#080}.bad{color:#b00}.warn{color:#a60}svg{margin-right:8px}")
 
 
+def _calibration_note(calibration):
+    """", calibrated on 200 train images" (older reports record no calibration: "")."""
+    if not calibration:
+        return ""
+    return ", calibrated on {} {} images".format(calibration["num_images"], _esc(calibration["split"]))
+
+
 def _doctor_section(doctor):
     """The rejected bundle's diagnosis: the doctor's headline and links to its files."""
     if not doctor:
@@ -183,12 +190,13 @@ def render_html(report, labels, images_rgb, float_dets, int8_dets):
                                      curves["int8"]["precision"][k]))
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgedet export {name}</title>"
             "<style>{style}</style></head><body><h1>edgedet export: {name}</h1>{verdict}{doctor}"
-            "<p>{n} eval images; gate: int8 mAP &ge; (1 - {drop}) &times; float mAP, agreement &ge; {agree}; "
+            "<p>{n} eval images{calibration}; gate: int8 mAP &ge; (1 - {drop}) &times; float mAP, agreement &ge; {agree}; "
             "created {created}; quantization-aware: {qat}</p><h2>Float vs int8</h2>{metrics}"
             "<h2>Detections (left float, right int8; live thresholds)</h2>{pairs}"
             "<h2>Precision-recall at IoU 0.5 (blue float, orange int8)</h2>{svgs}"
             "<h2>Quantization (model_int8.tflite)</h2>{quant}{heading}{edgetpu}{end}"
             .format(name=_esc(report["name"]), style=STYLE, verdict=verdict, n=fid["num_images"],
+                    calibration=_calibration_note(fid.get("calibration")),
                     doctor=_doctor_section(report.get("doctor")),
                     drop=fid["max_drop"], agree=fid["min_agreement"], created=_esc(report["created"]),
                     qat=report["quantization_aware"], metrics=_metrics_table(fid, labels),

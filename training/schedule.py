@@ -4,7 +4,8 @@
   otherwise:             0.5 * base * (1 + cos(pi * (step - warmup_steps) / (total - warmup_steps)))
   step >= total:         0
 Quantization-aware steps (step >= qat_start) are multiplied by qat_scale, so the
-fake-quant ranges settle on weights that move gently.
+fake-quant ranges settle on weights that move gently. A fine-tuning segment
+(`edgedet-train finetune`) runs on FineTune instead: warmup, then its own constant rate.
 """
 
 import math
@@ -56,6 +57,38 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "qat_scale": self.qat_scale}
 
 
+class FineTune(keras.optimizers.schedules.LearningRateSchedule):
+    """The rate of `edgedet-train finetune`: linear warmup, then constant, from `start_step` on.
+
+    The k-th fine-tuning step (k = 1, 2, ...) gets learning_rate * min(1, k / warmup_steps); the
+    rate is 0 from total_steps on. No QAT factor: the whole segment is quantization-aware.
+    """
+
+    def __init__(self, start_step, learning_rate, warmup_steps, total_steps):
+        super().__init__()
+        self.start_step, self.learning_rate = int(start_step), float(learning_rate)
+        self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        lr = tf.constant(self.learning_rate)
+        if self.warmup_steps > 0:
+            lr = lr * tf.minimum(1.0, (step - self.start_step + 1.0) / self.warmup_steps)
+        return tf.where(step >= self.total_steps, 0.0, lr)
+
+    def get_config(self):
+        return {"start_step": self.start_step, "learning_rate": self.learning_rate,
+                "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+
+
+def for_run(train_cfg, state):
+    """The schedule of a run in `state` (state.json or None): its fine-tuning one, else the config's."""
+    ft = (state or {}).get("fine_tune")
+    if not ft:
+        return from_config(train_cfg)
+    return FineTune(ft["from_step"], ft["learning_rate"], ft["warmup_steps"], train_cfg.steps)
+
+
 def from_config(train_cfg):
     """The schedule a training.config.TrainConfig asks for; inconsistent keys are a UserError."""
     t, q = train_cfg, train_cfg.quantization
@@ -65,6 +98,8 @@ def from_config(train_cfg):
               ("train.warmup_learning_rate", 0 <= t.warmup_learning_rate <= t.learning_rate_base,
                "between 0 and train.learning_rate_base ({})".format(t.learning_rate_base)),
               ("train.qat_learning_rate_scale", t.qat_learning_rate_scale > 0, "> 0"),
+              ("train.fine_tune_learning_rate", t.fine_tune_learning_rate >= 0, ">= 0"),
+              ("train.fine_tune_warmup_steps", t.fine_tune_warmup_steps >= 0, ">= 0"),
               ("train.quantization.delay", q.delay >= 0, ">= 0")]
     for key, ok, expected in checks:
         if not ok:

@@ -24,7 +24,7 @@ from app.model import anchors as app_anchors
 from app import arguments
 from app.errors import UserError
 from training import config as training_config, distribute
-from training import losses, model as ssd_model, schedule, workdir as run_dir
+from training import losses, model as ssd_model, qat_ranges, schedule, workdir as run_dir
 from training.data import augment, pipeline
 
 # Most train steps fused into one tf.function call (fewer Python round trips).
@@ -80,9 +80,10 @@ def check_train_config(train_cfg):
                 key, getattr(train_cfg, key)))
 
 
-def make_optimizer(train_cfg, start_step=0):
-    """Momentum SGD on the warmup-cosine schedule, its step counter at `start_step`."""
-    opt = keras.optimizers.SGD(learning_rate=schedule.from_config(train_cfg),
+def make_optimizer(train_cfg, start_step=0, lr_schedule=None):
+    """Momentum SGD on `lr_schedule` (default: the config's warmup cosine), its step counter at
+    `start_step`."""
+    opt = keras.optimizers.SGD(learning_rate=lr_schedule or schedule.from_config(train_cfg),
                                momentum=train_cfg.momentum)
     opt.iterations.assign(start_step)
     return opt
@@ -163,11 +164,12 @@ def _try_evaluate(model, cfg, eval_examples):
 class Trainer:
     """Holds the model, optimizer, checkpoint and compiled step of the current phase."""
 
-    def __init__(self, cfg, workdir, strategy, out=sys.stdout):
+    def __init__(self, cfg, workdir, strategy, out=sys.stdout, lr_schedule=None):
         self.cfg, self.workdir, self.strategy, self.out = cfg, workdir, strategy, out
         self.step, self.phase, self.last_saved = 0, "float", None
+        self.carried = {}  # state.json keys kept from save to save (workdir.CARRIED_STATE)
         self.chief = distribute.is_chief(strategy)
-        self.schedule = schedule.from_config(cfg.train)
+        self.schedule = lr_schedule or schedule.from_config(cfg.train)
         # The logged values are reduced already: nothing collective to keep in step on the others.
         self.writer = (tf.summary.create_file_writer(os.path.join(workdir, run_dir.TENSORBOARD))
                        if self.chief else tf.summary.create_noop_writer())
@@ -177,7 +179,7 @@ class Trainer:
 
     def _new_phase_objects(self, start_step):
         with self.strategy.scope():
-            self.optimizer = make_optimizer(self.cfg.train, start_step)
+            self.optimizer = make_optimizer(self.cfg.train, start_step, self.schedule)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
@@ -187,14 +189,28 @@ class Trainer:
                                            self.cfg.train)
 
     def start_qat(self):
-        """Float -> quantization-aware: wrap the trained float model, fresh optimizer."""
+        """Float -> quantization-aware: wrap the trained float model, fresh optimizer (batch norm
+        frozen when a fine-tuning run asks for it)."""
         with self.strategy.scope():
             self.model = quantize(self.model)
+        if self.carried.get("fine_tune", {}).get("freeze_batchnorm"):
+            ssd_model.freeze_batchnorm(self.model)
         self.phase = "qat"
         self._new_phase_objects(self.step)
 
+    def _calibrate_fine_tune_ranges(self, iterator):
+        """A fine-tuning run that starts quantization-aware here starts from calibrated activation
+        ranges (training.qat_ranges), on the first replica's next few training batches."""
+        fine_tune = self.carried.get("fine_tune")
+        if not fine_tune or self.step != fine_tune["from_step"]:
+            return
+        batches = [self.strategy.experimental_local_results(next(iterator)[0])[0]
+                   for _ in range(qat_ranges.BATCHES)]
+        qat_ranges.calibrate(self.model, batches)
+
     def restore(self, state):
         """Loads the checkpoint state.json names (switching to QAT first if it is one)."""
+        self.carried = {k: state[k] for k in run_dir.CARRIED_STATE if k in state}
         if state["phase"] == "qat":
             self.start_qat()
         path = os.path.join(self.workdir, run_dir.CHECKPOINTS, state["checkpoint"])
@@ -212,6 +228,7 @@ class Trainer:
             return
         state = {"step": self.step, "phase": self.phase, "checkpoint": os.path.basename(path),
                  "quantization_aware": self.phase == "qat"}
+        state.update(self.carried)
         state.update(extra or {})
         run_dir.write_state(self.workdir, state)
 
@@ -260,6 +277,7 @@ class Trainer:
             if (self.phase == "float" and t.quantization.enabled
                     and self.step >= t.quantization.delay):
                 self.start_qat()
+                self._calibrate_fine_tune_ranges(iterator)
             n = self._next_stop() - self.step
             parts = self.train_steps(iterator, tf.constant(n))
             if not bool(tf.math.is_finite(parts["loss"])):
@@ -305,7 +323,7 @@ def train(cfg, workdir, decoded, cache=False, eval_examples=None, resume=False, 
     dataset = pipeline.train_dataset(decoded, cfg, anchors, cfg.train.batch_size, cache=cache,
                                      seed=cfg.train.seed)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    trainer = Trainer(cfg, workdir, strategy, out)
+    trainer = Trainer(cfg, workdir, strategy, out, schedule.for_run(cfg.train, state))
     if state is not None:
         trainer.restore(state)
         out.write("resumed {} at step {} ({})\n".format(workdir, trainer.step, trainer.phase))

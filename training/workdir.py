@@ -15,6 +15,9 @@ STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tb"
+# state.json keys a run keeps from save to save: where it was imported from, and a fine-tuning
+# segment (training.finetune.segment), whose schedule and frozen batch norm a resume must keep.
+CARRIED_STATE = ("imported_from", "fine_tune")
 
 
 def write_atomic(path, text):

@@ -239,7 +239,8 @@ RULES = {
         "OD API input-pipeline detail; it does not change what is learned"),
     "train_config.add_regularization_loss": Same(True, "the L2 loss is added"),
     "train_config.fine_tune_checkpoint": No(
-        "OD API checkpoints cannot be loaded; edgedet starts from model.backbone_weights"),
+        "import-config does not read checkpoints: `edgedet-train import-checkpoint` turns an OD API "
+        "detection checkpoint into a workdir and `edgedet-train finetune` continues it"),
     "train_config.fine_tune_checkpoint_type": No("see fine_tune_checkpoint"),
     "train_config.fine_tune_checkpoint_version": No("see fine_tune_checkpoint"),
     "train_config.use_bfloat16": No("edgedet trains in float32"),
