@@ -185,19 +185,18 @@ def per_step(samples):
     return (last[1] - first[1]) / steps, (last[2] - first[2]) / steps
 
 
-def odapi_run(venv, pipeline_path, steps, workdir):
+def odapi_run(venv, pipeline_path, steps, workdir, log_path):
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [os.path.join(venv, "bin", "python"), "-m", "object_detection.model_main_tf2",
            "--pipeline_config_path=" + pipeline_path, "--model_dir=" + tempfile.mkdtemp(dir=workdir),
            "--num_train_steps={}".format(steps), "--checkpoint_every_n={}".format(steps), "--alsologtostderr"]
-    return per_step(sampled_run(cmd, env, ODAPI_LINE, os.path.join(workdir, "odapi.log")))
+    return per_step(sampled_run(cmd, env, ODAPI_LINE, log_path))
 
 
-def edgedet_run(config_path, data_dir, workdir):
+def edgedet_run(config_path, data_dir, workdir, log_path):
     cmd = [sys.executable, "-m", "training", "train", "--config", config_path, "--data", data_dir,
            "--workdir", tempfile.mkdtemp(dir=workdir)]
-    return per_step(sampled_run(cmd, dict(os.environ, PYTHONPATH=ROOT), EDGEDET_LINE,
-                                os.path.join(workdir, "edgedet.log")))
+    return per_step(sampled_run(cmd, dict(os.environ, PYTHONPATH=ROOT), EDGEDET_LINE, log_path))
 
 
 def _spread(values):
@@ -224,7 +223,7 @@ def _synth(workdir, train_images):
     return data
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=os.path.join(ROOT, "config.yaml"), help="edgedet config (model, train)")
     parser.add_argument("--data", help="a synth set (default: 800 train images written into --workdir)")
@@ -232,7 +231,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="OD API + edgedet pairs, interleaved")
     parser.add_argument("--venv", default=DEFAULT_VENV, help="the OD API venv")
     parser.add_argument("--workdir", help="runs and logs (default: a new temporary folder)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(args.venv, "bin", "python")):
         print("odapi_train_speed: skipped: no OD API venv at {} (make one with benchmarks/odapi_venv.py)"
               .format(args.venv))
@@ -249,9 +248,10 @@ def main():
         cfg.model.input_height, cfg.model.input_width, cfg.model.depth_multiplier, cfg.train.batch_size,
         args.steps, workdir), flush=True)
     rows = []
-    for _ in range(args.rounds):
-        rows.append((odapi_run(args.venv, pipeline_path, args.steps, workdir),
-                     edgedet_run(config_path, data, workdir)))
+    for i in range(1, args.rounds + 1):
+        log = os.path.join(workdir, "{}_%d.log" % i)
+        rows.append((odapi_run(args.venv, pipeline_path, args.steps, workdir, log.format("odapi")),
+                     edgedet_run(config_path, data, workdir, log.format("edgedet"))))
         print("OD API {:.3f} s/step, edgedet {:.3f} s/step".format(rows[-1][0][0], rows[-1][1][0]), flush=True)
     report(rows)
     return 0

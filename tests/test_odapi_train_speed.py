@@ -85,3 +85,9 @@ def test_sampled_run_failure_names_the_log(tmp_path):
 def test_progress_line_patterns():
     assert bench.EDGEDET_LINE.search("step 200/400  loss 1.2345 (cls 1.0") is not None
     assert bench.EDGEDET_LINE.search("step 200  eval mAP 0.5") is None
+
+
+def test_without_the_odapi_venv_it_skips_cleanly(tmp_path, capsys):
+    assert bench.main(["--venv", str(tmp_path / "no-venv"), "--workdir", str(tmp_path / "w")]) == 0
+    assert "skipped: no OD API venv at {}".format(tmp_path / "no-venv") in capsys.readouterr().out
+    assert not (tmp_path / "w").exists()
