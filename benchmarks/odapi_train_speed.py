@@ -29,6 +29,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from app.errors import run_cli  # noqa: E402
 from training import config as training_config  # noqa: E402
 
 replace = training_config.app_config.replace
@@ -171,16 +172,17 @@ def sampled_run(cmd, env, line, log_path):
             if found and not (samples and samples[-1][0] == int(found.group(1))):  # logged twice
                 samples.append((int(found.group(1)), time.perf_counter(), _cpu_seconds(proc.pid)))
         if proc.wait() != 0:
-            raise SystemExit("odapi_train_speed: {} failed (exit {}); see {}".format(cmd[2], proc.returncode, log_path))
+            raise SystemExit("odapi_train_speed: {} failed (exit {}); see {}".format(
+                " ".join(cmd[:4]), proc.returncode, log_path))
     return samples
 
 
 def per_step(samples):
     """(wall s/step, CPU s/step) from the first progress line (step LOG_EVERY) to the last."""
-    first = [s for s in samples if s[0] >= LOG_EVERY][0]
-    last = samples[-1]
-    if last[0] <= first[0]:
-        raise SystemExit("odapi_train_speed: too few steps to time; use --steps > {}".format(2 * LOG_EVERY))
+    timed = [s for s in samples if s[0] >= LOG_EVERY]
+    if len(timed) < 2:
+        raise SystemExit("odapi_train_speed: too few steps to time; use --steps {} or more".format(2 * LOG_EVERY))
+    first, last = timed[0], timed[-1]
     steps = float(last[0] - first[0])
     return (last[1] - first[1]) / steps, (last[2] - first[2]) / steps
 
@@ -216,6 +218,15 @@ def report(rows):
         print("{:14s} {}".format(name, _spread(values)))
 
 
+def write_configs(cfg, data_dir, workdir):
+    """(pipeline.config, config.yaml) of `cfg` written into `workdir`, for the OD API and edgedet."""
+    paths = os.path.join(workdir, "pipeline.config"), os.path.join(workdir, "config.yaml")
+    for path, text in zip(paths, (pipeline_config(cfg, data_dir), training_config.render_config(cfg))):
+        with open(path, "w") as f:
+            f.write(text)
+    return paths
+
+
 def _synth(workdir, train_images):
     data = os.path.join(workdir, "synth")
     subprocess.check_call([sys.executable, "-m", "training", "synth", "--out", data, "--train",
@@ -236,14 +247,11 @@ def main(argv=None):
         print("odapi_train_speed: skipped: no OD API venv at {} (make one with benchmarks/odapi_venv.py)"
               .format(args.venv))
         return 0
-    workdir = args.workdir or tempfile.mkdtemp(prefix="odapi_train_speed_")
     cfg = float_config(training_config.load_config(args.config), args.steps)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="odapi_train_speed_")
+    os.makedirs(workdir, exist_ok=True)
     data = args.data or _synth(workdir, 800)
-    pipeline_path, config_path = os.path.join(workdir, "pipeline.config"), os.path.join(workdir, "config.yaml")
-    with open(pipeline_path, "w") as f:
-        f.write(pipeline_config(cfg, data))
-    with open(config_path, "w") as f:
-        f.write(training_config.render_config(cfg))
+    pipeline_path, config_path = write_configs(cfg, data, workdir)
     print("{}x{}, depth {}, batch {}, {} steps per run; runs and logs in {}".format(
         cfg.model.input_height, cfg.model.input_width, cfg.model.depth_multiplier, cfg.train.batch_size,
         args.steps, workdir), flush=True)
@@ -258,4 +266,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog="odapi_train_speed"))

@@ -51,12 +51,17 @@ def synthetic_decoded(count, height, width, seed=0):
     return ds.map(lambda e: {"image": e["image"], "boxes": e["boxes"], "classes": e["classes"]})
 
 
-def measure(train_steps, iterator, steps, batch_size, chunk=10):
-    """(images/s, CPU ms per step) over `steps` steps, after untimed calls that trace and warm up
-    (tf.data's autotuner settles its parallelism over the first few dozen steps). The CPU time is
-    the whole process's (every thread), which moves less than the wall time on a shared host."""
+def warm_up(train_steps, iterator, chunk):
+    """Untimed calls that trace and warm up (tf.data's autotuner settles its parallelism over the
+    first few dozen steps)."""
     for _ in range(3):
         float(train_steps(iterator, tf.constant(chunk))["loss"])
+
+
+def measure(train_steps, iterator, steps, batch_size, chunk=10):
+    """(images/s, CPU ms per step) over `steps` steps after `warm_up`. The CPU time is the whole
+    process's (every thread), which moves less than the wall time on a shared host."""
+    warm_up(train_steps, iterator, chunk)
     start, cpu = time.perf_counter(), time.process_time()
     done = 0
     while done < steps:
@@ -90,21 +95,25 @@ def framework_ops(logdir):
     """Rows (dicts: operation, type, total_self_time in us) of the trace's framework op stats."""
     from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as profiler
     files = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
-    data, _ = profiler.xspace_to_tools_data(files, "framework_op_stats", {})
+    data, converted = profiler.xspace_to_tools_data(files, "framework_op_stats", {})
+    if not converted:
+        raise RuntimeError("the profiler could not read the trace in {}".format(logdir))
     table = json.loads(data)[0]
     ids = [c["id"] for c in table["cols"]]
     return [dict(zip(ids, [c.get("v") for c in row["c"]])) for row in table["rows"]]
 
 
 def print_breakdown(rows, model_name, steps):
-    """Busy thread ms per step by part and the 5 slowest model layers (fwd + bwd)."""
+    """Prints op self time (ms per step) by part of the step and the 5 slowest model layers (fwd + bwd)."""
     parts, layers = collections.Counter(), collections.Counter()
     for row in rows:
         if row["type"] == "IDLE":
             continue
         part, layer = op_part(row["operation"], row["type"], model_name)
-        parts[part] += row["total_self_time"] / 1000.0 / steps
-        layers[layer] += row["total_self_time"] / 1000.0 / steps if layer else 0.0
+        ms = row["total_self_time"] / 1000.0 / steps
+        parts[part] += ms
+        if layer:
+            layers[layer] += ms
     busy = sum(parts.values())
     print("op self time {:.1f} ms/step, summed over threads (preempted time included on a busy host)".format(busy))
     for part, ms in parts.most_common():
@@ -114,8 +123,7 @@ def print_breakdown(rows, model_name, steps):
 
 def trace(train_steps, iterator, logdir, model_name, chunk=10, calls=2):
     """Traces `calls` x `chunk` warm train steps into `logdir` and prints their breakdown."""
-    for _ in range(3):
-        float(train_steps(iterator, tf.constant(chunk))["loss"])
+    warm_up(train_steps, iterator, chunk)
     tf.profiler.experimental.start(logdir)
     for _ in range(calls):
         out = train_steps(iterator, tf.constant(chunk))

@@ -91,3 +91,28 @@ def test_without_the_odapi_venv_it_skips_cleanly(tmp_path, capsys):
     assert bench.main(["--venv", str(tmp_path / "no-venv"), "--workdir", str(tmp_path / "w")]) == 0
     assert "skipped: no OD API venv at {}".format(tmp_path / "no-venv") in capsys.readouterr().out
     assert not (tmp_path / "w").exists()
+
+
+def test_trace_ops_are_put_in_their_part_of_the_step():
+    import train_speed
+    model = "ssd_mobilenet_v2"
+    cases = {  # op names as the trace of the fused step writes them
+        "while/body/_1/gradient_tape/while/ssd_mobilenet_v2/block_1_expand/Conv2D/Conv2DBackpropFilter":
+            ("backbone bwd", "block_1_expand"),
+        "while/body/_1/while/ssd_mobilenet_v2/bn_Conv1/FusedBatchNormV3": ("backbone fwd", "bn_Conv1"),
+        "while/body/_1/gradient_tape/while/ssd_mobilenet_v2/layer_20_2_Conv2d_3x3_s2_256/Conv2D/Conv2DBackpropInput":
+            ("extra layers bwd", "layer_20_2_Conv2d_3x3_s2_256"),
+        "while/body/_1/while/ssd_mobilenet_v2/BoxPredictor_0_ClassPredictor/BiasAdd": ("heads fwd",
+                                                                                       "BoxPredictor_0_ClassPredictor"),
+        "while/body/_1/while/Conv_1/kernel/Regularizer/L2Loss": ("L2 regularization", None),
+        "while/body/_1/while/SGD/mul_319": ("optimizer", None),
+        "while/body/_1/gradient_tape/while/sub_3": ("loss and the rest bwd", None),
+    }
+    for name, expected in cases.items():
+        assert train_speed.op_part(name, "Op", model) == expected, name
+    assert train_speed.op_part("IteratorGetNext", "IteratorGetNext", model) == ("input (GetNext)", None)
+
+
+def test_per_step_without_progress_lines_says_so():
+    with pytest.raises(SystemExit, match="too few steps"):
+        bench.per_step([])
