@@ -71,6 +71,8 @@ COMMANDS = [
     # The demo bundle must not change: the baseline attaches a compile of another model (refused).
     Command("attach-edgetpu", "edgedet-train", ["attach-edgetpu"], expect=(2, "not compiled from")),
     Command("import-checkpoint", "edgedet-train", ["import-checkpoint"], expect=(2, "already holds a training run")),
+    # Training four models is not a sweep case: one --config is refused after every argument is read.
+    Command("compare", "edgedet-train", ["compare"], expect=(2, "pass --config at least twice")),
 ]
 
 ARGS = [
@@ -130,6 +132,10 @@ ARGS = [
     Arg("import-checkpoint", "--pipeline", FILE, "{pipeline}"),
     Arg("import-checkpoint", "--checkpoint", PATH, "{odapi_checkpoint}"),
     Arg("import-checkpoint", "--workdir", OUT_DIR, "{run}"),  # holds a run: refused before the import
+    Arg("compare", "--config", CONFIG, "{config}"),
+    Arg("compare", "--data", DIR, "{synth}"),
+    Arg("compare", "--workdir", OUT_DIR, "{out}/compare"),  # an existing one is resumed, not refused
+    Arg("compare", "--steps", INT, "2"),
 ]
 
 # The bad values each kind gets (every command also gets an unknown flag).

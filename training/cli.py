@@ -25,6 +25,8 @@ COMMANDS = [
     ("import-config", "training.import_config", "turn an OD API pipeline.config into config.yaml"),
     ("convert-savedmodel", "training.convert", "convert an OD API TFLite SavedModel into a bundle"),
     ("import-checkpoint", "training.import_checkpoint", "turn an OD API checkpoint into an edgedet workdir"),
+    ("compare", "training.compare.command",
+     "train, export and measure several configs side by side (compare.json + compare.html)"),
 ]
 
 
