@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT
 from training import config as training_config
-from training.compare import command, graph, measure, page, settings
+from training.compare import command, graph, measure, model_run, page, settings
 from training.config import app_config
 
 DEMO = ROOT / "models" / "demo"
@@ -109,7 +109,7 @@ def demo_comparison():
     sample = (DEMO / "samples" / "0.jpg").read_bytes()
     eval_examples = [Example(sample, "jpeg", 240, 280, np.zeros((0, 4), np.float32), np.zeros(0, np.int32), "0")]
     qat = {"bundle": str(DEMO), "passed": True, "report": report}
-    refused = {"failed": "RuntimeError: a conversion that failed"}
+    refused = model_run.failure("export error", RuntimeError("a conversion that failed\nsecond line"))
     model = settings.Model("demo", str(ROOT / "config.yaml"), cfg)
     rows = [measure.row(model, cfg, qat, refused, eval_examples, 12.5),
             measure.row(model._replace(name="demo_again"), cfg, refused, qat, eval_examples, None)]

@@ -19,7 +19,7 @@ PREFLIGHT_KEYS = ("ops_total", "ops_on_tpu", "ops_on_cpu", "subgraphs")
 def export_entry(result):
     """The table's view of one export (see model_run._export): passed, why not, the figures."""
     if "failed" in result:
-        return {"passed": False, "rejected_by": "export error", "reasons": [result["failed"]]}
+        return {"passed": False, "rejected_by": result["stage"], "reasons": [result["failed"]]}
     rep = result["report"]
     if "fidelity" not in rep:  # refused before the gate: the uint8 file broke a full-integer check
         return {"bundle": result["bundle"], "passed": False, "rejected_by": rep["rejected_by"],

@@ -60,6 +60,11 @@ def restore_float(run, step):
     return model, {"step": step, "phase": "float", "quantization_aware": False}
 
 
+def failure(stage, error):
+    """What the row records for a model that did not get through `stage`: the error's first line."""
+    return {"failed": "{}: {}".format(type(error).__name__, (str(error).splitlines() or [""])[0]), "stage": stage}
+
+
 def _export(model, cfg, state, examples, out, log):
     """export.export_bundle through the same gate; the report it wrote, or why it failed."""
     try:
@@ -67,7 +72,7 @@ def _export(model, cfg, state, examples, out, log):
                                            max_drop=cfg.export.max_drop, log=log)
     except Exception as e:  # one model's failed conversion must not end the comparison
         log("export of {} FAILED: {}: {}".format(out, type(e).__name__, e))
-        return {"failed": "{}: {}".format(type(e).__name__, str(e).splitlines()[0] if str(e) else "")}
+        return failure("export error", e)
     with open(os.path.join(where, "report.json")) as f:
         report = json.load(f)
     return {"bundle": where, "passed": code == 0, "report": report}
@@ -85,7 +90,12 @@ def compare_one(model, folder, train_examples, eval_examples, log=print):
     import tf_keras as keras
     keras.backend.clear_session()  # the previous model's graphs
     os.makedirs(folder, exist_ok=True)
-    seconds = _train(model, folder, train_examples, log)
+    try:
+        seconds = _train(model, folder, train_examples, log)
+    except train.TrainingDiverged as e:  # a row saying so; the other models still compare
+        log("{}: training diverged: {}".format(model.name, e))
+        lost = failure("training diverged", e)
+        return _write_row(folder, measure.row(model, model.cfg, lost, lost, eval_examples, None))
     run = os.path.join(folder, "run")
     qat_model, cfg, state = train.restore_model(run)
     log("{}: exporting the quantization-aware model (step {})".format(model.name, state["step"]))
@@ -94,6 +104,9 @@ def compare_one(model, folder, train_examples, eval_examples, log=print):
     log("{}: post-training int8 of the float checkpoint (step {})".format(model.name, delay))
     float_model, float_state = restore_float(run, delay)
     ptq = _export(float_model, cfg, float_state, eval_examples, os.path.join(folder, "ptq"), log)
-    row = measure.row(model, cfg, qat, ptq, eval_examples, seconds)
+    return _write_row(folder, measure.row(model, cfg, qat, ptq, eval_examples, seconds))
+
+
+def _write_row(folder, row):
     bundle_writer.write_json_atomic(os.path.join(folder, RESULT_FILE), row)
     return row

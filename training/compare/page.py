@@ -70,13 +70,17 @@ def _gate(entry):
     return "REJECTED ({}): {}".format(entry["rejected_by"], "; ".join(entry["reasons"]))
 
 
+def _metric(entry, kind, key="map"):
+    """An export entry's float or int8 figure as table text; "-" when the export measured none."""
+    return _fmt((entry.get(kind) or {}).get(key))
+
+
 def _accuracy_rows(models):
     rows = []
     for m in models:
         q, p = m["qat"], m["ptq"]
-        rows.append([m["name"], _fmt(q.get("float", {}).get("map")), _fmt(q.get("float", {}).get("map50")),
-                     _fmt(q.get("int8", {}).get("map")), _fmt(q.get("ratio"), 3), _fmt(q.get("agreement"), 3),
-                     _fmt(p.get("float", {}).get("map")), _fmt(p.get("int8", {}).get("map")),
+        rows.append([m["name"], _metric(q, "float"), _metric(q, "float", "map50"), _metric(q, "int8"),
+                     _fmt(q.get("ratio"), 3), _fmt(q.get("agreement"), 3), _metric(p, "float"), _metric(p, "int8"),
                      _fmt(p.get("ratio"), 3), _fmt(p.get("agreement"), 3)])
     return rows
 
