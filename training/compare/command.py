@@ -31,14 +31,12 @@ def add_arguments(parser):
 
 def host_cpu():
     """'<CPU model>, <n> cores' of this host (Linux /proc/cpuinfo, else platform.processor())."""
-    name = platform.processor() or platform.machine()
-    try:
+    names = []
+    if os.path.isfile("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        name = names[0] if names else name
-    except OSError:
-        pass
-    return "{}, {} cores".format(name, os.cpu_count())
+    return "{}, {} cores".format(names[0] if names else platform.processor() or platform.machine(),
+                                 os.cpu_count())
 
 
 def _load_data(cfg):
