@@ -72,6 +72,8 @@ COMMANDS = [
     Command("attach-edgetpu", "edgedet-train", ["attach-edgetpu"], expect=(2, "not compiled from")),
     Command("import-checkpoint", "edgedet-train", ["import-checkpoint"], expect=(2, "already holds a training run")),
     Command("finetune", "edgedet-train", ["finetune"], expect=(2, "is not an edgedet training workdir")),
+    # Training four models is not a sweep case: one --config is refused after every argument is read.
+    Command("compare", "edgedet-train", ["compare"], expect=(2, "pass --config at least twice")),
 ]
 
 ARGS = [
@@ -134,6 +136,10 @@ ARGS = [
     Arg("finetune", "--workdir", DIR, "{run}"),  # state.json but no config.yaml: refused after the flags
     Arg("finetune", "--steps", INT, "1"),
     Arg("finetune", "--learning-rate", FLOAT, "0.001", zero_ok=True),
+    Arg("compare", "--config", CONFIG, "{config}"),
+    Arg("compare", "--data", DIR, "{synth}"),
+    Arg("compare", "--workdir", OUT_DIR, "{out}/compare"),  # an existing one is resumed, not refused
+    Arg("compare", "--steps", INT, "2"),
 ]
 
 # The bad values each kind gets (every command also gets an unknown flag).

@@ -26,6 +26,8 @@ COMMANDS = [
     ("convert-savedmodel", "training.convert", "convert an OD API TFLite SavedModel into a bundle"),
     ("import-checkpoint", "training.import_checkpoint", "turn an OD API checkpoint into an edgedet workdir"),
     ("finetune", "training.finetune", "continue a workdir quantization-aware at the fine-tuning learning rate"),
+    ("compare", "training.compare.command",
+     "train, export and measure several configs side by side (compare.json + compare.html)"),
 ]
 
 
