@@ -23,6 +23,7 @@ train: {batch_size: 4, warmup_steps: 1, checkpoint_every: 2, log_every: 1, eval_
         quantization: {enabled: true, delay: 3}}
 export: {calibration_images: 100}
 """
+STUCK_BOUNDS = "distribute: {peer_timeout_s: 5, startup_timeout_s: 600}\n"
 LOSS_LINE = re.compile(r"^step (\d+)/\d+  loss (\S+) .* (float|qat)$", re.M)
 
 
@@ -137,3 +138,44 @@ def test_worker_that_loses_its_peer_exits_1_with_one_line(tmp_path):
     ours = [line for line in err.splitlines() if line.startswith("edgedet-train:")]
     assert len(ours) == 1 and "lost a peer worker" in ours[0] and "--resume" in ours[0]
     assert waited < 120
+
+
+@pytest.mark.slow  # two TensorFlow start-ups, then the peer_timeout_s bound
+def test_worker_whose_peer_is_stuck_exits_1_within_the_bound(tmp_path):
+    """The chief is stopped (SIGSTOP): alive, holding its sockets, never joining a collective.
+
+    A stopped process also stops sending heartbeats, which TensorFlow notices by itself (measured
+    with peer_timeout_s 20: the other worker exited 25-36 s after the stop, "lost a peer worker",
+    either way round). A peer that is stuck but still sends them (in Python, on a hung file
+    system) is noticed only by the step watchdog, so peer_timeout_s is 5 s here: the watchdog must
+    act first, with its own line (measured: 6 s).
+    """
+    import signal
+    import time
+    from training.data.synth import write_synthetic_set
+    write_synthetic_set(str(tmp_path / "data"), 16, 4, 72, 80, seed=1)
+    (tmp_path / "c.yaml").write_text(CONFIG.replace("delay: 3", "delay: 1000") + STUCK_BOUNDS)
+    chief, other = _start_two_workers(tmp_path, "--steps", "1000")
+    try:
+        for line in chief.stdout:  # wait until both train in step
+            if line.startswith("step 3/"):
+                break
+        os.kill(chief.pid, signal.SIGSTOP)
+        stopped = time.time()
+        other.communicate(timeout=300)
+        waited = time.time() - stopped
+    finally:
+        for p in (chief, other):
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+            p.wait()
+    print("worker 1 exited {:.0f} s after the chief was stopped".format(waited))
+    err = (tmp_path / "w1.err").read_text()
+    assert other.returncode == 1, err[-3000:]
+    assert "Traceback" not in err
+    ours = [line for line in err.splitlines() if line.startswith("edgedet-train:")]
+    assert len(ours) == 1, ours
+    print(ours[0])
+    assert "took over 5 s (distribute.peer_timeout_s)" in ours[0] and "--resume" in ours[0]
+    assert 5 <= waited < 15
