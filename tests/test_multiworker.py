@@ -176,4 +176,5 @@ def test_worker_whose_peer_is_stuck_exits_1_within_the_bound(tmp_path):
     assert len(ours) == 1, ours
     print(ours[0])
     assert "took over 5 s (distribute.peer_timeout_s)" in ours[0] and "--resume" in ours[0]
+    assert "last good checkpoint: step 2 in" in ours[0]  # checkpoint_every 2; stopped after step 3
     assert 5 <= waited < 15

@@ -234,10 +234,11 @@ class Trainer:
         self.watchdog.expect(self.cfg.distribute.startup_timeout_s, "distribute.startup_timeout_s")
 
     def _stuck_line(self, seconds, key):
+        # From memory: the workdir may be on the hung file system that stalled the peer.
         return ("edgedet-train: error: a call of this worker took over {:g} s ({}): a peer worker is "
                 "stuck, or the steps are slower than that on this cluster; raise {} if so ({} in {}). "
                 "Restart every worker with --resume.".format(
-                    seconds, key, key, _last_checkpoint(self.workdir), self.workdir))
+                    seconds, key, key, _checkpoint_note(self.last_saved), self.workdir))
 
     def _run_steps(self, iterator, n):
         """`n` train steps, under the watchdog's bound for them."""
@@ -372,9 +373,13 @@ def restore_model(workdir):
     return model, cfg, state
 
 
+def _checkpoint_note(step):
+    return "no checkpoint yet" if step is None else "last good checkpoint: step {}".format(step)
+
+
 def _last_checkpoint(workdir):
     state = run_dir.read_state(workdir)
-    return "last good checkpoint: step {}".format(state["step"]) if state else "no checkpoint yet"
+    return _checkpoint_note(state["step"] if state else None)
 
 
 def run(args):
