@@ -80,7 +80,9 @@ def test_two_workers_resume_across_qat_boundary_and_export(tmp_path):
     from training.cli import main
     from training.data.synth import write_synthetic_set
     write_synthetic_set(str(tmp_path / "data"), 16, 100, 72, 80, seed=1)
-    (tmp_path / "c.yaml").write_text(CONFIG)
+    # train.steps 2, so run 1's --steps 2 rescales nothing (from the default 5000 it moved the
+    # QAT start from step 3 to 0); run 2's --resume --steps 6 moves only the end.
+    (tmp_path / "c.yaml").write_text(CONFIG.replace("train: {", "train: {steps: 2, "))
     run = tmp_path / "run"
 
     first = _train_two_workers(tmp_path, "--steps", "2")
