@@ -186,7 +186,7 @@ APP_SECTIONS = {
 }
 
 # Sections validated by training.config; the app skips them without reading them.
-TRAINING_SECTIONS = ("model", "data", "train", "eval", "export")
+TRAINING_SECTIONS = ("model", "data", "train", "eval", "export", "distribute")
 
 
 # ----------------------------------------------------------------------------- the loader

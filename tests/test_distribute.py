@@ -22,6 +22,7 @@ batch min/max), weight ranges follow the all-reduced update of their kernels.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -179,3 +180,48 @@ def test_mirrored_two_cpus_equals_single_device_quantization_aware():
         0.01, 3 * result["reorder_activation_range_rel_diff"])
     for key in ("loss", "classification", "localization"):
         assert result["mirrored_loss"][key] == pytest.approx(result["single_loss"][key], rel=5e-2)
+
+
+# The step watchdog (the bound on a stuck peer) ends its process, so it runs in one of its own.
+WATCHDOG_SCRIPT = textwrap.dedent("""
+    import time
+    from training.distribute import StepWatchdog
+    marks = {}
+    stopped = StepWatchdog(lambda s, k: "stopped one fired", poll_s=0.02)
+    stopped.expect(0.1, "a")
+    stopped.stop()  # done in time: its deadline no longer counts
+    watchdog = StepWatchdog(lambda s, k: "late {:g} {} after {:.3f} s".format(
+        s, k, time.monotonic() - marks["b"]), poll_s=0.02)
+    for _ in range(10):  # calls that end within their bound
+        watchdog.expect(2.0, "a")
+        time.sleep(0.05)
+    print("in time", flush=True)
+    marks["b"] = time.monotonic()
+    watchdog.expect(0.2, "b")
+    time.sleep(20)  # a call that never ends
+    print("still running")
+""")
+
+
+def test_step_watchdog_ends_the_process_with_one_line_once_a_call_outlives_its_bound():
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-c", WATCHDOG_SCRIPT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stdout == "in time\n"
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "stopped one fired" not in proc.stderr
+    match = re.fullmatch(r"late 0.2 b after (\S+) s", last)
+    assert match, last
+    # Ends after its bound, within a few polls (more on a loaded host).
+    assert 0.2 <= float(match.group(1)) < 1.5
+
+
+@pytest.mark.parametrize("key", ["peer_timeout_s", "startup_timeout_s"])
+def test_distribute_bounds_must_be_positive(key):
+    from app.errors import UserError
+    from training.config import DistributeConfig
+    from training.distribute import check_config
+    check_config(DistributeConfig())
+    with pytest.raises(UserError, match=r"distribute\.{}: expected > 0 seconds, got 0".format(key)):
+        check_config(DistributeConfig(**{key: 0}))

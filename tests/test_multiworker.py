@@ -1,9 +1,10 @@
 """Two real worker processes on loopback (MultiWorkerMirroredStrategy via TF_CONFIG), through the CLI.
 
-Run 1 trains 2 float steps; run 2 resumes on both workers and crosses the QAT boundary (step 3)
-to step 6. Both workers must log the same losses (they all-reduce one global batch), only the
-chief may leave files in the workdir, and `export` must build a bundle from the chief's
-checkpoint.
+- Resume: run 1 trains 2 float steps; run 2 resumes on both workers and crosses the QAT boundary
+  (step 3) to step 6. Both workers must log the same losses (they all-reduce one global batch),
+  only the chief may leave files in the workdir, and `export` must build a bundle from the
+  chief's checkpoint.
+- A peer killed, and a peer stopped: the other worker exits 1 with one line, in bounded time.
 """
 
 import json
@@ -23,6 +24,7 @@ train: {batch_size: 4, warmup_steps: 1, checkpoint_every: 2, log_every: 1, eval_
         quantization: {enabled: true, delay: 3}}
 export: {calibration_images: 100}
 """
+STUCK_BOUNDS = "distribute: {peer_timeout_s: 5, startup_timeout_s: 600}\n"
 LOSS_LINE = re.compile(r"^step (\d+)/\d+  loss (\S+) .* (float|qat)$", re.M)
 
 
@@ -78,7 +80,9 @@ def test_two_workers_resume_across_qat_boundary_and_export(tmp_path):
     from training.cli import main
     from training.data.synth import write_synthetic_set
     write_synthetic_set(str(tmp_path / "data"), 16, 100, 72, 80, seed=1)
-    (tmp_path / "c.yaml").write_text(CONFIG)
+    # train.steps 2, so run 1's --steps 2 rescales nothing (from the default 5000 it moved the
+    # QAT start from step 3 to 0); run 2's --resume --steps 6 moves only the end.
+    (tmp_path / "c.yaml").write_text(CONFIG.replace("train: {", "train: {steps: 2, "))
     run = tmp_path / "run"
 
     first = _train_two_workers(tmp_path, "--steps", "2")
@@ -111,29 +115,68 @@ def test_two_workers_resume_across_qat_boundary_and_export(tmp_path):
     assert (bundle / "model_int8.tflite").stat().st_size > 10000
 
 
-@pytest.mark.slow  # two TensorFlow start-ups, then up to a minute for the lost peer to be noticed
-def test_worker_that_loses_its_peer_exits_1_with_one_line(tmp_path):
+def _stop_a_peer(tmp_path, act, victim, bounds=""):
+    """Two workers train float steps; once both are in step, `act(process)` on worker `victim`.
+
+    Returns (the other worker's exit code, seconds from `act` to its exit, its stderr).
+    """
+    import signal
     import time
     from training.data.synth import write_synthetic_set
     write_synthetic_set(str(tmp_path / "data"), 16, 4, 72, 80, seed=1)
-    (tmp_path / "c.yaml").write_text(CONFIG.replace("delay: 3", "delay: 1000"))
-    chief, other = _start_two_workers(tmp_path, "--steps", "1000")
+    (tmp_path / "c.yaml").write_text(CONFIG.replace("delay: 3", "delay: 1000") + bounds)
+    procs = _start_two_workers(tmp_path, "--steps", "1000")
+    survivor = procs[1 - victim]
     try:
-        for line in chief.stdout:  # wait until both train in step
-            if line.startswith("step 2/"):
+        for line in procs[0].stdout:  # wait until both train in step
+            if line.startswith("step 3/"):
                 break
-        other.kill()
-        killed = time.time()
-        chief.communicate(timeout=300)
-        waited = time.time() - killed
+        act(procs[victim])
+        acted = time.time()
+        survivor.communicate(timeout=300)
+        waited = time.time() - acted
     finally:
-        for p in (chief, other):
+        for p in procs:
             if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
                 p.kill()
-    print("chief exited {:.0f} s after its peer was killed".format(waited))  # measured: 12 s and 26 s
-    err = (tmp_path / "w0.err").read_text()
-    assert chief.returncode == 1, err[-3000:]
+            p.wait()
+    return survivor.returncode, waited, (tmp_path / "w{}.err".format(1 - victim)).read_text()
+
+
+def _our_lines(err):
     assert "Traceback" not in err
-    ours = [line for line in err.splitlines() if line.startswith("edgedet-train:")]
+    return [line for line in err.splitlines() if line.startswith("edgedet-train:")]
+
+
+@pytest.mark.slow  # two TensorFlow start-ups, then up to a minute for the lost peer to be noticed
+def test_worker_that_loses_its_peer_exits_1_with_one_line(tmp_path):
+    code, waited, err = _stop_a_peer(tmp_path, lambda p: p.kill(), victim=1)
+    print("chief exited {:.0f} s after its peer was killed".format(waited))  # measured: 12, 26 and 33 s
+    assert code == 1, err[-3000:]
+    ours = _our_lines(err)
     assert len(ours) == 1 and "lost a peer worker" in ours[0] and "--resume" in ours[0]
     assert waited < 120
+
+
+@pytest.mark.slow  # two TensorFlow start-ups, then the peer_timeout_s bound
+def test_worker_whose_peer_is_stuck_exits_1_within_the_bound(tmp_path):
+    """The chief is stopped (SIGSTOP): alive, holding its sockets, never joining a collective.
+
+    A stopped process also stops sending heartbeats, which TensorFlow notices by itself (measured
+    with peer_timeout_s 20: the other worker exited 25-36 s after the stop, "lost a peer worker",
+    either way round). A peer that is stuck but still sends them (in Python, on a hung file
+    system) is noticed only by the step watchdog, so peer_timeout_s is 5 s here: the watchdog must
+    act first, with its own line (measured: 6 s).
+    """
+    import signal
+    code, waited, err = _stop_a_peer(tmp_path, lambda p: os.kill(p.pid, signal.SIGSTOP), victim=0,
+                                     bounds=STUCK_BOUNDS)
+    print("worker 1 exited {:.0f} s after the chief was stopped".format(waited))
+    assert code == 1, err[-3000:]
+    ours = _our_lines(err)
+    assert len(ours) == 1, ours
+    print(ours[0])
+    assert "took over 5 s (distribute.peer_timeout_s)" in ours[0] and "--resume" in ours[0]
+    assert "last good checkpoint: step 2 in" in ours[0]  # checkpoint_every 2; stopped after step 3
+    assert 5 <= waited < 15

@@ -222,6 +222,16 @@ class ExportConfig:
     with_postprocess: bool = opt(False, "Also write model_int8_postprocess.tflite (TFLite_Detection_PostProcess).")
 
 
+@dataclass(frozen=True)
+class DistributeConfig:
+    peer_timeout_s: float = opt(
+        300.0, "Multi-worker: seconds one call of up to 10 train steps may take before this worker "
+        "decides a peer is stuck and exits 1; keep it several times a normal call.")
+    startup_timeout_s: float = opt(
+        1800.0, "Multi-worker: the same bound for the slow calls: a phase's first (tracing, "
+        "compiling), evaluation and checkpoints.")
+
+
 # OD API preprocessing step -> the train key that enables it, in the order training applies them
 # (geometric steps first, then colour; training/data/augment.py).
 AUGMENTATIONS = (
@@ -245,6 +255,7 @@ TRAINING_SECTIONS = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "export": ExportConfig,
+    "distribute": DistributeConfig,
 }
 
 
@@ -256,6 +267,7 @@ class Config:
     train: TrainConfig
     eval: EvalConfig
     export: ExportConfig
+    distribute: DistributeConfig
     app: app_config.AppConfig
     postprocess: app_config.PostprocessConfig
     reference: app_config.ReferenceConfig

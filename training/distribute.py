@@ -8,13 +8,21 @@ Only the chief (task "chief", else "worker" 0) writes the run: checkpoints, stat
 config.yaml and TensorBoard events. The other workers still take part in every save (reading
 batch-norm statistics is a collective), so, as TensorFlow's multi-worker convention has it,
 they save into `<workdir>/workertemp_<task id>/`, which is removed after each save.
+
+A peer that dies is noticed by TensorFlow (see PEER_ERRORS). A peer that is alive but stuck is
+not: its heartbeats go on, and a collective waits for it forever. StepWatchdog bounds that wait.
 """
 
 import os
 import re
 import shutil
+import sys
+import threading
+import time
 
 import tensorflow as tf
+
+from app.errors import UserError
 
 # What a collective raises when a peer worker is gone: a dead peer stops sending the
 # coordination service's heartbeats, which aborts the collectives (measured: 12-26 s after a
@@ -30,6 +38,14 @@ def choose_strategy():
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def check_config(distribute_cfg):
+    """Raises UserError unless both bounds of the `distribute` section are > 0 seconds."""
+    for key in ("peer_timeout_s", "startup_timeout_s"):
+        value = getattr(distribute_cfg, key)
+        if not value > 0:
+            raise UserError("config: distribute.{}: expected > 0 seconds, got {}".format(key, value))
 
 
 def is_chief(strategy):
@@ -60,3 +76,55 @@ def remove_worker_dir(workdir, strategy):
     """Deletes a non-chief worker's temporary dir (nothing on the chief)."""
     if not is_chief(strategy):
         shutil.rmtree(write_dir(workdir, strategy), ignore_errors=True)
+
+
+class StepWatchdog:
+    """Ends this worker with one line on stderr and exit 1 when a call outlives its bound.
+
+    The trainer calls `expect` before every call that joins collectives (train steps, evaluation,
+    checkpoints). The main thread is then blocked inside a collective, which Python cannot
+    interrupt, so the watchdog thread ends the process itself (os._exit): checkpoints and
+    state.json are written atomically, so the run resumes from the last complete one.
+    """
+
+    def __init__(self, message, poll_s=1.0):
+        """`message(seconds, key)` -> the line for a call that took longer than `seconds`
+        (the bound of config key `key`); `poll_s`: how often the deadline is checked."""
+        self._message, self._poll_s = message, poll_s
+        self._lock, self._stopped = threading.Lock(), threading.Event()
+        self._deadline, self._bound = None, None
+        self._thread = threading.Thread(target=self._watch, name="step-watchdog", daemon=True)
+        self._thread.start()
+
+    def expect(self, seconds, key):
+        """The next call must end within `seconds` from now (until the next `expect`)."""
+        with self._lock:
+            self._deadline, self._bound = time.monotonic() + seconds, (seconds, key)
+
+    def stop(self):
+        self._stopped.set()
+        self._thread.join()
+
+    def _watch(self):
+        while not self._stopped.wait(self._poll_s):
+            with self._lock:
+                late = self._deadline is not None and time.monotonic() > self._deadline
+            if late:
+                sys.stderr.write(self._message(*self._bound) + "\n")
+                sys.stderr.flush()
+                os._exit(1)
+
+
+class NoWatchdog:
+    """What a single process uses instead: nothing to wait for but itself."""
+
+    def expect(self, seconds, key):
+        pass
+
+    def stop(self):
+        pass
+
+
+def step_watchdog(strategy, message):
+    """A StepWatchdog under MultiWorkerMirroredStrategy, else a NoWatchdog."""
+    return StepWatchdog(message) if is_multi_worker(strategy) else NoWatchdog()

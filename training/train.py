@@ -60,6 +60,7 @@ def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False, out=No
     if cfg.train.steps < 1:
         raise UserError("config: train.steps: expected >= 1, got {}".format(cfg.train.steps))
     check_train_config(cfg.train)
+    distribute.check_config(cfg.distribute)
     if resume and steps is not None:
         train_cfg = training_config.app_config.replace(cfg.train, steps=steps)
         check_train_config(train_cfg)
@@ -176,6 +177,7 @@ class Trainer:
         with strategy.scope():
             self.model = ssd_model.build_ssd(cfg.model)
         self._new_phase_objects(0)
+        self.watchdog = distribute.step_watchdog(strategy, self._stuck_line)
 
     def _new_phase_objects(self, start_step):
         with self.strategy.scope():
@@ -187,6 +189,7 @@ class Trainer:
             max_to_keep=3)
         self.train_steps = make_train_step(self.model, self.optimizer, self.strategy,
                                            self.cfg.train)
+        self.traced = False  # the first call of a phase traces and compiles
 
     def start_qat(self):
         """Float -> quantization-aware: wrap the trained float model, fresh optimizer (batch norm
@@ -243,6 +246,27 @@ class Trainer:
             stops.append(t.quantization.delay)
         return min(stops)
 
+    def _expect_slow(self):
+        """Bounds the next call by distribute.startup_timeout_s (evaluation, a save, a trace)."""
+        self.watchdog.expect(self.cfg.distribute.startup_timeout_s, "distribute.startup_timeout_s")
+
+    def _stuck_line(self, seconds, key):
+        # From memory: the workdir may be on the hung file system that stalled the peer.
+        return ("edgedet-train: error: a call of this worker took over {:g} s ({}): a peer worker is "
+                "stuck, or the steps are slower than that on this cluster; raise {} if so ({} in {}). "
+                "Restart every worker with --resume.".format(
+                    seconds, key, key, _checkpoint_note(self.last_saved), self.workdir))
+
+    def _run_steps(self, iterator, n):
+        """`n` train steps, under the watchdog's bound for them."""
+        if self.traced:
+            self.watchdog.expect(self.cfg.distribute.peer_timeout_s, "distribute.peer_timeout_s")
+        else:
+            self._expect_slow()
+        parts = self.train_steps(iterator, tf.constant(n))
+        self.traced = True
+        return parts
+
     def _log(self, parts, images_per_s):
         lr = float(self.schedule(self.step - 1))  # the rate of the step just taken
         values = {k: float(v) for k, v in parts.items()}
@@ -271,6 +295,12 @@ class Trainer:
 
     def fit(self, iterator, eval_examples=None):
         """Trains to cfg.train.steps; raises TrainingDiverged on a NaN/inf loss."""
+        try:
+            self._fit(iterator, eval_examples)
+        finally:
+            self.watchdog.stop()
+
+    def _fit(self, iterator, eval_examples):
         t = self.cfg.train
         mark, images = time.time(), 0
         while self.step < t.steps:
@@ -279,7 +309,7 @@ class Trainer:
                 self.start_qat()
                 self._calibrate_fine_tune_ranges(iterator)
             n = self._next_stop() - self.step
-            parts = self.train_steps(iterator, tf.constant(n))
+            parts = self._run_steps(iterator, n)
             if not bool(tf.math.is_finite(parts["loss"])):
                 raise TrainingDiverged("loss became {} at step ~{}".format(
                     float(parts["loss"]), self.step + n))
@@ -290,6 +320,7 @@ class Trainer:
                 self._log(parts, images / max(now - mark, 1e-9))
                 mark, images = now, 0
             extra = {}
+            self._expect_slow()
             if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
                 extra = self._evaluate(eval_examples)
             if self.step % t.checkpoint_every == 0 or self.step == t.steps:
@@ -317,6 +348,7 @@ def train(cfg, workdir, decoded, cache=False, eval_examples=None, resume=False, 
       The Trainer after the last step.
     """
     check_train_config(cfg.train)
+    distribute.check_config(cfg.distribute)
     strategy = strategy or distribute.choose_strategy()
     state = run_dir.prepare(workdir, cfg, resume, write=distribute.is_chief(strategy))
     anchors = app_anchors.anchors_from_config(cfg.model)
@@ -359,9 +391,13 @@ def restore_model(workdir):
     return model, cfg, state
 
 
+def _checkpoint_note(step):
+    return "no checkpoint yet" if step is None else "last good checkpoint: step {}".format(step)
+
+
 def _last_checkpoint(workdir):
     state = run_dir.read_state(workdir)
-    return "last good checkpoint: step {}".format(state["step"]) if state else "no checkpoint yet"
+    return _checkpoint_note(state["step"] if state else None)
 
 
 def run(args):
