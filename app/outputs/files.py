@@ -11,6 +11,7 @@ import re
 import tempfile
 
 from app.errors import UserError
+from app.outputs import overlay
 from app.redact import redact
 
 TEMP_PREFIX = ".edgedet-"
@@ -64,6 +65,14 @@ def write_bytes_atomic(path, data):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
+
+
+def annotated_jpeg(image, box, class_id, score, label, quality):
+    """JPEG bytes of a copy of `image` with one detection (`box`: pixels x0, y0, x1, y1) drawn: the
+    snapshot files and the MQTT snapshots are the same picture."""
+    drawn = image.copy()
+    overlay.draw_detections(drawn, [box], [class_id], [score], [label])
+    return encode_jpeg(drawn, quality)
 
 
 def encode_jpeg(image, quality):

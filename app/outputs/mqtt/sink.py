@@ -20,7 +20,7 @@ import re
 from app import __version__
 from app.errors import UserError
 from app.outputs.mqtt import hass
-from app.outputs import overlay
+from app.outputs import files
 from app.outputs.mqtt.client import MqttClient
 from app.outputs.mqtt.settings import client_id
 from app.outputs.mqtt.outbox import Outbox
@@ -36,13 +36,7 @@ def slug(name):
 
 def encode_snapshot(frame, box, class_id, label, score, quality):
     """JPEG bytes of a copy of `frame` (uint8 [H, W, 3] BGR) with `box` (pixels x0, y0, x1, y1) drawn."""
-    import cv2
-    image = frame.copy()
-    overlay.draw_detections(image, [box], [class_id], [score], [label])
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("cv2.imencode failed on a {} frame".format(frame.shape))
-    return data.tobytes()
+    return files.annotated_jpeg(frame, box, class_id, score, label, quality)
 
 
 class _Source(object):

@@ -22,7 +22,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from app.outputs import files, overlay
+from app.outputs import files
 from app.outputs.recordings.retention import Retention
 from app.outputs.recordings.writer import BackgroundWriter
 
@@ -135,9 +135,8 @@ class Snapshots(object):
         os.makedirs(os.path.dirname(job.best.path), exist_ok=True)
         frame = job.frame
         if job.drawn:
-            drawn = frame.image.copy()
-            overlay.draw_detections(drawn, [frame.box], [frame.class_id], [frame.score], [frame.label])
-            files.write_bytes_atomic(job.best.path, files.encode_jpeg(drawn, quality))
+            files.write_bytes_atomic(job.best.path, files.annotated_jpeg(
+                frame.image, frame.box, frame.class_id, frame.score, frame.label, quality))
             job.best.on_disk = True
             self.written += 1
         if job.clean:
