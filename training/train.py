@@ -29,6 +29,7 @@ from training.data import augment, pipeline
 
 # Most train steps fused into one tf.function call (fewer Python round trips).
 MAX_STEPS_PER_CALL = 10
+KEPT_CHECKPOINTS = 3  # the newest checkpoints a run keeps (tf.train.CheckpointManager max_to_keep)
 
 
 class TrainingDiverged(Exception):
@@ -186,7 +187,7 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
             os.path.join(distribute.write_dir(self.workdir, self.strategy), run_dir.CHECKPOINTS),
-            max_to_keep=3)
+            max_to_keep=KEPT_CHECKPOINTS)
         self.train_steps = make_train_step(self.model, self.optimizer, self.strategy,
                                            self.cfg.train)
         self.traced = False  # the first call of a phase traces and compiles

@@ -17,7 +17,6 @@ from training.export import MIN_CALIBRATION_IMAGES
 
 # The train keys every model of one comparison must share (after --steps).
 SHARED_TRAIN_KEYS = ("steps", "batch_size", "warmup_steps")
-KEPT_CHECKPOINTS = 3  # tf.train.CheckpointManager(max_to_keep=3) in training.train
 
 Model = collections.namedtuple("Model", "name path cfg")
 Model.__doc__ = """One model of the comparison: its name (the config file's stem), the config
@@ -40,7 +39,7 @@ def _check_quantization(path, train_cfg):
         raise UserError("{}: train.quantization: compare needs float then quantization-aware training "
                         "(enabled: true, 0 < delay < steps); got enabled {}, delay {} of {} steps"
                         .format(path, q.enabled, q.delay, train_cfg.steps))
-    if _saves_after(q.delay, train_cfg.steps) >= KEPT_CHECKPOINTS:
+    if _saves_after(q.delay, train_cfg.steps) >= train.KEPT_CHECKPOINTS:
         raise UserError("{}: train.quantization.delay {} is under a third of {} steps, so the float "
                         "checkpoint for the post-training row would not be kept; raise the delay"
                         .format(path, q.delay, train_cfg.steps))
