@@ -1,7 +1,7 @@
 """`edgedet [run] ...` runs live detection; `edgedet devices` lists Edge TPUs and runtimes.
 
-Settings come from the `app:`, `postprocess:`, `reference:`, `http:`, `objects:` and `mqtt:`
-sections of --config (defaults without one); every flag given on the command line overrides its
+Settings come from the `app:`, `postprocess:`, `reference:`, `http:`, `objects:`, `mqtt:`,
+`snapshots:` and `clips:` sections of --config (defaults without one); every flag given on the command line overrides its
 key. Detection thresholds not set by either come from the bundle's model.json.
 
 What runs, in start-up order, is `app.live_app.LiveApp`.
