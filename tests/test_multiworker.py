@@ -24,6 +24,13 @@ train: {batch_size: 4, warmup_steps: 1, checkpoint_every: 2, log_every: 1, eval_
         quantization: {enabled: true, delay: 3}}
 export: {calibration_images: 100}
 """
+# Long enough for a detector: one worker reached float mAP 0.21 with this at 3000 float steps.
+GATE_CONFIG = """\
+model: {input_height: 128, input_width: 128, depth_multiplier: 0.35}
+train: {batch_size: 8, steps: 3000, warmup_steps: 50, checkpoint_every: 3000, log_every: 100, eval_every: 0,
+        quantization: {enabled: true, delay: 2600}}
+export: {calibration_images: 100}
+"""
 STUCK_BOUNDS = "distribute: {peer_timeout_s: 5, startup_timeout_s: 600}\n"
 LOSS_LINE = re.compile(r"^step (\d+)/\d+  loss (\S+) .* (float|qat)$", re.M)
 
@@ -56,11 +63,11 @@ def _start_two_workers(tmp_path, *argv):
     return procs
 
 
-def _train_two_workers(tmp_path, *argv):
+def _train_two_workers(tmp_path, *argv, timeout=1200):
     """Runs `edgedet-train train ARGV` as worker 0 and 1; returns their stdout (both must exit 0)."""
     procs = _start_two_workers(tmp_path, *argv)
     try:
-        outs = [p.communicate(timeout=1200)[0] for p in procs]
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -76,8 +83,6 @@ def _losses(out):
 
 @pytest.mark.slow  # four TensorFlow start-ups, a QAT trace on two workers and an export: ~8 min loaded
 def test_two_workers_resume_across_qat_boundary_and_export(tmp_path):
-    from app.errors import run_cli
-    from training.cli import main
     from training.data.synth import write_synthetic_set
     write_synthetic_set(str(tmp_path / "data"), 16, 100, 72, 80, seed=1)
     # train.steps 2, so run 1's --steps 2 rescales nothing (from the default 5000 it moved the
@@ -102,8 +107,7 @@ def test_two_workers_resume_across_qat_boundary_and_export(tmp_path):
     assert state["step"] == 6 and state["phase"] == "qat"
     assert "ckpt-6.index" in os.listdir(str(run / "checkpoints"))
 
-    code = run_cli(main, ["export", "--config", str(run / "config.yaml"), "--workdir", str(run),
-                          "--out", str(tmp_path / "models" / "mw")], prog="edgedet-train")
+    code = _export(tmp_path, "mw")
     # Six steps make no useful detector, so the gate may refuse it; either way a whole bundle is
     # written from the chief's QAT checkpoint (models/mw, or rejected/ beside it).
     assert code in (0, 1)
@@ -113,6 +117,34 @@ def test_two_workers_resume_across_qat_boundary_and_export(tmp_path):
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["training"]["quantization_aware"] and meta["training"]["steps"] == 6
     assert (bundle / "model_int8.tflite").stat().st_size > 10000
+
+
+def _export(tmp_path, name):
+    from app.errors import run_cli
+    from training.cli import main
+    run = tmp_path / "run"
+    return run_cli(main, ["export", "--config", str(run / "config.yaml"), "--workdir", str(run),
+                          "--out", str(tmp_path / "models" / name)], prog="edgedet-train")
+
+
+@pytest.mark.slow  # two workers train 3000 steps (400 quantization-aware), then an export: 11 min (load 4-6)
+def test_two_workers_train_a_model_that_passes_the_fidelity_gate(tmp_path):
+    from training.data.synth import write_synthetic_set
+    write_synthetic_set(str(tmp_path / "data"), 1000, 100, 120, 140, seed=1)
+    (tmp_path / "c.yaml").write_text(GATE_CONFIG)
+    outs = _train_two_workers(tmp_path, timeout=3600)
+    losses = [_losses(out) for out in outs]
+    assert sorted(losses[0]) == list(range(100, 3001, 100))
+    assert [losses[0][s][1] for s in (2600, 2700)] == ["float", "qat"]
+    for step in losses[0]:  # printed to 4 decimals
+        assert losses[1][step][0] == pytest.approx(losses[0][step][0], abs=1e-4)
+    print("".join(line + "\n" for line in outs[0].splitlines() if line.startswith("step ")))
+
+    assert _export(tmp_path, "mw") == 0
+    fidelity = json.loads((tmp_path / "models" / "mw" / "model.json").read_text())["fidelity"]
+    print("gate:", json.dumps({k: fidelity[k] for k in ("ratio", "agreement", "passed")}),
+          "float mAP", fidelity["float"]["map"], "int8 mAP", fidelity["int8"]["map"])
+    assert fidelity["passed"] and fidelity["ratio"] >= 0.98 and fidelity["agreement"] >= 0.6
 
 
 def _stop_a_peer(tmp_path, act, victim, bounds=""):
