@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -217,7 +218,31 @@ def test_step_watchdog_ends_the_process_with_one_line_once_a_call_outlives_its_b
     assert 0.2 <= float(match.group(1)) < 1.5
 
 
-@pytest.mark.parametrize("key", ["peer_timeout_s", "startup_timeout_s"])
+# The join guard, around a call that holds the GIL as TensorFlow's cluster join does (a C loop).
+JOIN_GUARD_SCRIPT = textwrap.dedent("""
+    from training.join_guard import JoinGuard
+    with JoinGuard(5.0, "in-time guard fired"):
+        pass
+    print("in time", flush=True)
+    with JoinGuard(0.5, "late line"):
+        sum(range(10 ** 12))  # minutes of C, GIL held
+    print("still running")
+""")
+
+
+def test_join_guard_ends_a_call_that_holds_the_gil_with_its_line_and_exit_1():
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", JOIN_GUARD_SCRIPT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - start
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stdout == "in time\n"
+    assert proc.stderr == "late line\n"  # no traceback: faulthandler's goes to /dev/null
+    assert took < 30  # 0.5 s bound + 1 s grace + start-up, on a loaded host
+
+
+@pytest.mark.parametrize("key", ["peer_timeout_s", "startup_timeout_s", "join_timeout_s"])
 def test_distribute_bounds_must_be_positive(key):
     from app.errors import UserError
     from training.config import DistributeConfig

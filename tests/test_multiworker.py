@@ -5,6 +5,7 @@
   only the chief may leave files in the workdir, and `export` must build a bundle from the
   chief's checkpoint.
 - A peer killed, and a peer stopped: the other worker exits 1 with one line, in bounded time.
+- A peer that never starts: the worker that did exits 1 with one line once join_timeout_s passes.
 """
 
 import json
@@ -45,14 +46,15 @@ def _free_ports(count):
     return ports
 
 
-def _start_two_workers(tmp_path, *argv):
-    """Starts `edgedet-train train ARGV` as worker 0 (the chief) and worker 1 on loopback.
+def _start_two_workers(tmp_path, *argv, started=(0, 1)):
+    """Starts `edgedet-train train ARGV` as worker 0 (the chief) and worker 1 on loopback
+    (only the workers in `started`; the others' addresses are in TF_CONFIG all the same).
 
     stdout is a pipe; stderr goes to tmp_path/w<index>.err (TensorFlow's logs could fill a pipe).
     """
     cluster = {"worker": ["localhost:{}".format(p) for p in _free_ports(2)]}
     procs = []
-    for index in range(2):
+    for index in started:
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT),
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
         procs.append(subprocess.Popen(
@@ -212,3 +214,21 @@ def test_worker_whose_peer_is_stuck_exits_1_within_the_bound(tmp_path):
     assert "took over 5 s (distribute.peer_timeout_s)" in ours[0] and "--resume" in ours[0]
     assert "last good checkpoint: step 2 in" in ours[0]  # checkpoint_every 2; stopped after step 3
     assert 5 <= waited < 15
+
+
+def test_worker_whose_peer_never_starts_exits_1_once_the_join_bound_passes(tmp_path):
+    """Only the chief starts: joining waits for worker 1, which never comes (about 20 s idle)."""
+    from training.data.synth import write_synthetic_set
+    write_synthetic_set(str(tmp_path / "data"), 4, 4, 72, 80, seed=1)
+    (tmp_path / "c.yaml").write_text(CONFIG + "distribute: {join_timeout_s: 3}\n")
+    [proc] = _start_two_workers(tmp_path, started=(0,))
+    try:
+        proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    err = (tmp_path / "w0.err").read_text()
+    assert proc.returncode == 1, err[-3000:]
+    [line] = _our_lines(err)
+    assert "not every worker of TF_CONFIG joined within 3 s (distribute.join_timeout_s)" in line
+    assert "worker 1: localhost:" in line and "raise distribute.join_timeout_s" in line
+    assert not (tmp_path / "run").exists()  # nothing written before the cluster is whole

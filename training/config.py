@@ -230,6 +230,9 @@ class DistributeConfig:
     startup_timeout_s: float = opt(
         1800.0, "Multi-worker: the same bound for the slow calls: a phase's first (tracing, "
         "compiling), evaluation and checkpoints.")
+    join_timeout_s: float = opt(
+        600.0, "Multi-worker: seconds to wait at start for every worker of TF_CONFIG to join the "
+        "cluster before this one exits 1.")
 
 
 # OD API preprocessing step -> the train key that enables it, in the order training applies them

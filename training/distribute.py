@@ -11,8 +11,10 @@ they save into `<workdir>/workertemp_<task id>/`, which is removed after each sa
 
 A peer that dies is noticed by TensorFlow (see PEER_ERRORS). A peer that is alive but stuck is
 not: its heartbeats go on, and a collective waits for it forever. StepWatchdog bounds that wait.
+A peer that never starts keeps the others in the cluster join; JoinGuard bounds that one.
 """
 
+import json
 import os
 import re
 import shutil
@@ -23,6 +25,7 @@ import time
 import tensorflow as tf
 
 from app.errors import UserError
+from training.join_guard import JoinGuard
 
 # What a collective raises when a peer worker is gone: a dead peer stops sending the
 # coordination service's heartbeats, which aborts the collectives (measured: 12-26 s after a
@@ -31,18 +34,42 @@ from app.errors import UserError
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
 
 
-def choose_strategy():
-    """MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs, else the default strategy."""
+def choose_strategy(join_timeout_s=None):
+    """MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs, else the default strategy.
+
+    Joining a multi-worker cluster waits for every worker of TF_CONFIG; with `join_timeout_s`
+    a worker still waiting after that many seconds exits 1 with one line (StepWatchdog).
+    """
     if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _join_cluster(join_timeout_s)
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
 
+def _join_cluster(join_timeout_s):
+    if join_timeout_s is None:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    with JoinGuard(join_timeout_s, _join_line(join_timeout_s, "distribute.join_timeout_s")):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _join_line(seconds, key):
+    return ("edgedet-train: error: not every worker of TF_CONFIG joined within {:g} s ({}): start "
+            "the other workers ({}), check that this machine reaches their addresses, or raise {}."
+            .format(seconds, key, _cluster_addresses(), key))
+
+
+def _cluster_addresses():
+    """The cluster's "type index: address" list from TF_CONFIG, for the join error."""
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    return ", ".join("{} {}: {}".format(kind, i, address) for kind, addresses in sorted(cluster.items())
+                     for i, address in enumerate(addresses))
+
+
 def check_config(distribute_cfg):
-    """Raises UserError unless both bounds of the `distribute` section are > 0 seconds."""
-    for key in ("peer_timeout_s", "startup_timeout_s"):
+    """Raises UserError unless every bound of the `distribute` section is > 0 seconds."""
+    for key in ("peer_timeout_s", "startup_timeout_s", "join_timeout_s"):
         value = getattr(distribute_cfg, key)
         if not value > 0:
             raise UserError("config: distribute.{}: expected > 0 seconds, got {}".format(key, value))

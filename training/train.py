@@ -410,7 +410,8 @@ def run(args):
                                 args.skip_bad, resume=args.resume)
     workdir = args.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.config))[0])
-    strategy = distribute.choose_strategy()
+    distribute.check_config(cfg.distribute)  # before joining: a bad bound is exit 2, not a wait
+    strategy = distribute.choose_strategy(cfg.distribute.join_timeout_s)
     examples = data_io.load_split(cfg.data, "train", cfg.model.labels)
     eval_examples = data_io.load_split(cfg.data, "eval", cfg.model.labels)
     if cfg.eval.max_images:
