@@ -38,7 +38,7 @@ def choose_strategy(join_timeout_s=None):
     """MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs, else the default strategy.
 
     Joining a multi-worker cluster waits for every worker of TF_CONFIG; with `join_timeout_s`
-    a worker still waiting after that many seconds exits 1 with one line (StepWatchdog).
+    a worker still waiting after that many seconds exits 1 with one line (join_guard.JoinGuard).
     """
     if os.environ.get("TF_CONFIG"):
         return _join_cluster(join_timeout_s)
