@@ -46,6 +46,13 @@ def test_greedy_match_takes_highest_iou_first():
     assert tracker.greedy_match(iou, 0.1).tolist() == [[0, 0], [1, 1]]
 
 
+def test_greedy_match_compares_in_the_iou_precision_and_breaks_ties_row_major():
+    at = np.float32(0.3)  # 0.30000001: float32 IoU equal to float32(min_iou) is a match, as numpy compares
+    iou = np.array([[at, 0.5], [0.5, 0.0], [0.2999999, 0.0]], np.float32)
+    assert tracker.greedy_match(iou, 0.3).tolist() == [[0, 1], [1, 0]]  # (0, 1) and (1, 0) tie: row 0 first
+    assert tracker.greedy_match(iou[[0, 2]][:, :1], 0.3).tolist() == [[0, 0]]
+
+
 def test_confirmed_after_min_hits_then_ends_after_max_age():
     t = tracker.Tracker(3, min_hits=3, max_age=2)
     frames = [t.update(_moving(i), [0], [0.9]) for i in range(3)]

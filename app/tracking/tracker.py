@@ -85,19 +85,21 @@ def merge_duplicates(boxes, scores, ious=None):
 
 
 def greedy_match(iou, min_iou):
-    """Pairs rows with columns by descending IoU, each at most once.
+    """Pairs rows with columns by descending IoU, each at most once (ties: row-major order).
 
     Args:
       iou: float [T, D] IoU of track predictions (rows) with detections (columns).
-      min_iou: least IoU of a pair.
+      min_iou: least IoU of a pair, compared in iou's own precision.
 
     Returns:
       int64 [P, 2] (row, column) pairs.
     """
-    rows, cols = np.nonzero(iou >= min_iou)
-    order = np.argsort(-iou[rows, cols], kind="mergesort")
+    least = float(iou.dtype.type(min_iou))  # as numpy would compare a float32 array with min_iou
+    candidates = [(-value, r, c) for r, row in enumerate(iou.tolist()) for c, value in enumerate(row)
+                  if value >= least]
+    candidates.sort(key=lambda candidate: candidate[0])  # stable: python lists on a few tracks beat numpy calls
     used_rows, used_cols, pairs = set(), set(), []
-    for r, c in zip(rows[order].tolist(), cols[order].tolist()):  # python ints: a faster loop
+    for _, r, c in candidates:
         if r not in used_rows and c not in used_cols:
             used_rows.add(r)
             used_cols.add(c)
@@ -177,8 +179,9 @@ class Tracker(object):
         if len(class_ids) != len(boxes) or len(scores) != len(boxes):
             raise ValueError("boxes, class_ids and scores must have the same length, got {}, {}, {}"
                              .format(len(boxes), len(class_ids), len(scores)))
-        if len(class_ids) and (class_ids.min() < 0 or class_ids.max() >= self.num_classes):
-            raise ValueError("class_ids must be in 0..{}, got {}".format(self.num_classes - 1, class_ids.tolist()))
+        ids = class_ids.tolist()  # python min/max: cheaper than two numpy reductions on a few values
+        if ids and (min(ids) < 0 or max(ids) >= self.num_classes):
+            raise ValueError("class_ids must be in 0..{}, got {}".format(self.num_classes - 1, ids))
         return boxes, class_ids, scores
 
     def _correct(self, rows, measured):
