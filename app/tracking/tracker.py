@@ -123,8 +123,7 @@ class Tracker(object):
                              "got {}, {}, {}, {}".format(num_classes, min_hits, max_age, min_iou))
         self.num_classes, self.min_hits, self.max_age, self.min_iou = num_classes, min_hits, max_age, min_iou
         self._next_id = 1
-        self._state = np.zeros((0, 4), np.float64)
-        self._velocity = np.zeros((0, 4), np.float64)
+        self._motion = np.zeros((0, 2, 4), np.float64)  # [T, 2, 4]: state (cx, cy, w, h) and its velocity per frame
         self._ids = np.zeros(0, np.int64)          # 0 while tentative
         self._hits = np.zeros(0, np.int64)
         self._misses = np.zeros(0, np.int64)
@@ -148,9 +147,9 @@ class Tracker(object):
           A TrackFrame.
         """
         boxes, class_ids, scores = self._check(boxes, class_ids, scores)
-        self._state += self._velocity  # predict: constant velocity
+        self._motion[:, 0] += self._motion[:, 1]  # predict: constant velocity
         count = len(boxes)
-        ious = iou_matrix(np.concatenate([boxes, state_to_corners(self._state)]), boxes)  # [K + T, K], one call
+        ious = iou_matrix(np.concatenate([boxes, state_to_corners(self._motion[:, 0])]), boxes)  # [K + T, K], one call
         primary, parent = merge_duplicates(boxes, scores, ious[:count])
         pairs = greedy_match(ious[count:, primary], self.min_iou)
         rows, cols = pairs[:, 0], primary[pairs[:, 1]]
@@ -186,10 +185,9 @@ class Tracker(object):
 
     def _correct(self, rows, measured):
         """Alpha-beta correction of the matched tracks; a track's second hit sets its velocity."""
-        residual = measured - self._state[rows]
-        gains = np.where((self._hits[rows] == 1)[:, None], 1.0, _GAINS)  # [R, 2] position, velocity
-        self._state[rows] += gains[:, :1] * residual
-        self._velocity[rows] += gains[:, 1:] * residual
+        motion = self._motion[rows]
+        gains = np.where((self._hits[rows] == 1)[:, None], 1.0, _GAINS)  # [R, 2] state, velocity
+        self._motion[rows] = motion + gains[:, :, None] * (measured - motion[:, 0])[:, None]
         self._hits[rows] += 1
 
     def _age(self, matched_rows):
@@ -207,15 +205,14 @@ class Tracker(object):
             self._votes[detection_rows, class_ids] += scores
 
     def _keep(self, mask):
-        for name in ("_state", "_velocity", "_ids", "_hits", "_misses", "_votes", "_start"):
+        for name in ("_motion", "_ids", "_hits", "_misses", "_votes", "_start"):
             setattr(self, name, getattr(self, name)[mask])
 
     def _spawn(self, measured, now):
         """Appends a tentative track per state in `measured` (float64 [F, 4] cx, cy, w, h); returns their rows."""
         fresh = len(measured)
         rows = len(self._ids) + np.arange(fresh)
-        self._state = np.concatenate([self._state, measured])
-        self._velocity = np.concatenate([self._velocity, np.zeros((fresh, 4))])
+        self._motion = np.concatenate([self._motion, np.stack([measured, np.zeros((fresh, 4))], axis=1)])
         self._ids = np.concatenate([self._ids, np.zeros(fresh, np.int64)])
         self._hits = np.concatenate([self._hits, np.ones(fresh, np.int64)])
         self._misses = np.concatenate([self._misses, np.zeros(fresh, np.int64)])
@@ -232,7 +229,7 @@ class Tracker(object):
 
     def _frame(self, boxes, scores, detection_rows, primary, ended):
         """The TrackFrame of the confirmed tracks from the primary detections' boxes and scores."""
-        box = state_to_corners(self._state)
+        box = state_to_corners(self._motion[:, 0])
         score = np.zeros(len(self._ids), np.float32)
         matched = np.zeros(len(self._ids), bool)
         rows = detection_rows[primary]
