@@ -97,7 +97,7 @@ def greedy_match(iou, min_iou):
     least = float(iou.dtype.type(min_iou))  # as numpy would compare a float32 array with min_iou
     candidates = [(-value, r, c) for r, row in enumerate(iou.tolist()) for c, value in enumerate(row)
                   if value >= least]
-    candidates.sort(key=lambda candidate: candidate[0])  # stable: python lists on a few tracks beat numpy calls
+    candidates.sort()  # by -IoU, ties in (row, column) order; python lists on a few tracks beat numpy calls
     used_rows, used_cols, pairs = set(), set(), []
     for _, r, c in candidates:
         if r not in used_rows and c not in used_cols:
