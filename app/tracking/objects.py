@@ -117,15 +117,17 @@ class SourceObjects(object):
           ObjectFrame.
         """
         keep = filters.keep_mask(self._rules, boxes, class_ids, scores)
-        tracks = self._tracker.update(boxes[keep], np.asarray(class_ids)[keep], np.asarray(scores)[keep], now)
+        if keep.all():
+            keep = None  # every detection passed: nothing to copy
+        else:
+            boxes, class_ids, scores = boxes[keep], np.asarray(class_ids)[keep], np.asarray(scores)[keep]
+        tracks = self._tracker.update(boxes, class_ids, scores, now)
         zones, joined = self._zones_and_edges(width, height)
         inside = zones_mod.contains_each(joined, zones_mod.bottom_centres(tracks.boxes))
         events = [self._end(i, now) for i in tracks.ended.tolist() if i in self._objects]
         events += self._advance(tracks, zones, inside, now)
-        detection_ids = np.full(len(keep), -1, np.int64)
-        detection_ids[keep] = tracks.detection_ids
         objects = [self._objects[i].fields(self.source) for i in tracks.ids.tolist()]
-        return ObjectFrame(objects, zones, detection_ids, events)
+        return ObjectFrame(objects, zones, _detection_ids(keep, tracks.detection_ids), events)
 
     def finish(self, now):
         """`end` events of every live object (the app is stopping)."""
@@ -165,6 +167,16 @@ class SourceObjects(object):
         obj = self._objects.pop(track_id)
         obj.end_time = obj.last_seen
         return _event("end", now, obj.fields(self.source))
+
+
+def _detection_ids(keep, tracked):
+    """int64 [K] track id of each of a frame's detections (-1 when filtered out), from `tracked`, those
+    of the kept ones (`keep`: bool [K], or None when every detection was kept)."""
+    if keep is None:
+        return tracked
+    ids = np.full(len(keep), -1, np.int64)
+    ids[keep] = tracked
+    return ids
 
 
 # Events show boxes and areas to 0.1 px and scores to 1e-4 (python floats: no float32 noise in the JSON).

@@ -151,8 +151,9 @@ class Tracker(object):
         count = len(boxes)
         ious = iou_matrix(np.concatenate([boxes, state_to_corners(self._motion[:, 0])]), boxes)  # [K + T, K], one call
         primary, parent = merge_duplicates(boxes, scores, ious[:count])
-        pairs = greedy_match(ious[count:, primary], self.min_iou)
-        rows, cols = pairs[:, 0], primary[pairs[:, 1]]
+        merged = len(primary) < count  # else primary and parent are 0..K-1: no indexing by them
+        pairs = greedy_match(ious[count:, primary] if merged else ious[count:], self.min_iou)
+        rows, cols = pairs[:, 0], primary[pairs[:, 1]] if merged else pairs[:, 1]
         measured = corners_to_state(boxes)
         self._correct(rows, measured[cols])
         dead = self._age(rows)
@@ -162,14 +163,17 @@ class Tracker(object):
         fresh = primary[detection_rows[primary] < 0]
         if len(fresh):
             detection_rows[fresh] = self._spawn(measured[fresh], now)
-        detection_rows = detection_rows[parent]  # a duplicate belongs to its primary's track
-        self._vote(detection_rows, class_ids, scores, len(primary) < count)
+        if merged:
+            detection_rows = detection_rows[parent]  # a duplicate belongs to its primary's track
+        self._vote(detection_rows, class_ids, scores, merged)
         if dead.any():
             alive = np.concatenate([~dead, np.ones(len(self._ids) - len(dead), bool)])
             detection_rows = (np.cumsum(alive) - 1)[detection_rows]  # matched and new rows never die
             self._keep(alive)
         self._confirm()
-        return self._frame(boxes[primary], scores[primary], detection_rows, primary, ended)
+        if merged:
+            return self._frame(boxes[primary], scores[primary], detection_rows[primary], detection_rows, ended)
+        return self._frame(boxes, scores, detection_rows, detection_rows, ended)
 
     def _check(self, boxes, class_ids, scores):
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -227,12 +231,11 @@ class Tracker(object):
             self._ids[new] = self._next_id + np.arange(count)
             self._next_id += count
 
-    def _frame(self, boxes, scores, detection_rows, primary, ended):
-        """The TrackFrame of the confirmed tracks from the primary detections' boxes and scores."""
+    def _frame(self, boxes, scores, rows, detection_rows, ended):
+        """The TrackFrame of the confirmed tracks; `boxes`, `scores` of the primary detections, on `rows`."""
         box = state_to_corners(self._motion[:, 0])
         score = np.zeros(len(self._ids), np.float32)
         matched = np.zeros(len(self._ids), bool)
-        rows = detection_rows[primary]
         box[rows], score[rows], matched[rows] = boxes, scores, True
         ids = self._ids[detection_rows]
         labels = np.argmax(self._votes, axis=1).astype(np.int32)
