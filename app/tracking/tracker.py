@@ -28,7 +28,7 @@ ALPHA = 0.7
 BETA = 0.3
 # An unmatched detection overlapping a matched one by more than this is the same object again.
 DUPLICATE_IOU = 0.7
-_GAINS = np.array([ALPHA, BETA])
+_GAINS = np.array([ALPHA, BETA])  # of the state and of the velocity, in one array op
 
 # One frame of the tracker. Rows are the confirmed live tracks (matched or coasting), by id.
 #   ids: int64 [M] track ids (1, 2, ... in order of confirmation).
@@ -148,32 +148,48 @@ class Tracker(object):
         """
         boxes, class_ids, scores = self._check(boxes, class_ids, scores)
         self._motion[:, 0] += self._motion[:, 1]  # predict: constant velocity
-        count = len(boxes)
-        ious = iou_matrix(np.concatenate([boxes, state_to_corners(self._motion[:, 0])]), boxes)  # [K + T, K], one call
-        primary, parent = merge_duplicates(boxes, scores, ious[:count])
-        merged = len(primary) < count  # else primary and parent are 0..K-1: no indexing by them
-        pairs = greedy_match(ious[count:, primary] if merged else ious[count:], self.min_iou)
-        rows, cols = pairs[:, 0], primary[pairs[:, 1]] if merged else pairs[:, 1]
+        primary, parent, rows, cols = self._match(boxes, scores)
         measured = corners_to_state(boxes)
         self._correct(rows, measured[cols])
         dead = self._age(rows)
         ended = self._ids[dead & (self._ids > 0)]
-        detection_rows = np.full(count, -1, np.int64)
-        detection_rows[cols] = rows
-        fresh = primary[detection_rows[primary] < 0]
-        if len(fresh):
-            detection_rows[fresh] = self._spawn(measured[fresh], now)
-        if merged:
-            detection_rows = detection_rows[parent]  # a duplicate belongs to its primary's track
-        self._vote(detection_rows, class_ids, scores, merged)
+        detection_rows = self._detection_rows(measured, primary, parent, rows, cols, now)
+        self._vote(detection_rows, class_ids, scores, parent is not None)
         if dead.any():
             alive = np.concatenate([~dead, np.ones(len(self._ids) - len(dead), bool)])
             detection_rows = (np.cumsum(alive) - 1)[detection_rows]  # matched and new rows never die
             self._keep(alive)
         self._confirm()
-        if merged:
-            return self._frame(boxes[primary], scores[primary], detection_rows[primary], detection_rows, ended)
-        return self._frame(boxes, scores, detection_rows, detection_rows, ended)
+        if parent is None:
+            return self._frame(boxes, scores, detection_rows, detection_rows, ended)
+        return self._frame(boxes[primary], scores[primary], detection_rows[primary], detection_rows, ended)
+
+    def _match(self, boxes, scores):
+        """Merges duplicates, then matches the predictions with the primary detections.
+
+        Returns:
+          (primary, parent, rows, cols): merge_duplicates' primary and parent (None when no
+          detection is a duplicate: primary is then 0..K-1 and nothing is indexed by it), and the
+          matched track rows with their detection indices, int64 [P] each.
+        """
+        count = len(boxes)
+        ious = iou_matrix(np.concatenate([boxes, state_to_corners(self._motion[:, 0])]), boxes)  # [K + T, K], one call
+        primary, parent = merge_duplicates(boxes, scores, ious[:count])
+        if len(primary) == count:
+            pairs = greedy_match(ious[count:], self.min_iou)
+            return primary, None, pairs[:, 0], pairs[:, 1]
+        pairs = greedy_match(ious[count:, primary], self.min_iou)
+        return primary, parent, pairs[:, 0], primary[pairs[:, 1]]
+
+    def _detection_rows(self, measured, primary, parent, rows, cols, now):
+        """int64 [K] track row of each detection: its match, else a new tentative track (a primary
+        detection, state from `measured`), else its primary's (a duplicate)."""
+        detection_rows = np.full(len(measured), -1, np.int64)
+        detection_rows[cols] = rows
+        fresh = primary[detection_rows[primary] < 0]
+        if len(fresh):
+            detection_rows[fresh] = self._spawn(measured[fresh], now)
+        return detection_rows if parent is None else detection_rows[parent]
 
     def _check(self, boxes, class_ids, scores):
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
