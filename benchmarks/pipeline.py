@@ -10,9 +10,9 @@
 Then the outputs of issue 15 (`--config`, benchmarks/all_on.yaml by default: tracking, two zones,
 a filter, object events to a file, snapshots, clips and MQTT to a mosquitto started on loopback;
 any section the app knows):
-5. the whole LiveApp with that config ("on") against the same app with the object stage alone
-   ("objects") and with every output off ("off": no object stage, so no object events,
-   snapshots, clips or MQTT), in `--repeat` interleaved rounds (the order turns), at the app's
+5. the whole LiveApp with that config ("on") against the same app with its objects and mqtt
+   sections alone ("objects": tracking, zones, object events, MQTT) and with every output off
+   ("off": no object stage, so no object events, snapshots, clips or MQTT), in `--repeat` interleaved rounds (the order turns), at the app's
    interpreter thread setting, in three regimes (`--regimes`): "unpaced" (synthetic:640x480@0,
    CPU-bound on this machine, so every CPU-ms the outputs take is lost fps), "camera"
    (synthetic:640x480@30) and "accelerator" (unpaced, each invoke padded with a sleep to
@@ -274,7 +274,7 @@ def outputs_rounds(args, threads, regime, mqtt_port):
       {side: [fps per round], side + " cpu": [CPU ms per frame per round], "stages": the last on-round's stage ms}.
     """
     source, invoke_s, _ = REGIMES[regime]
-    frames = args.frames if regime == "unpaced" else args.paced_frames
+    frames = _regime_frames(args, regime)
     runs = {key: [] for side in SIDES for key in (side, side + " cpu")}
     with tempfile.TemporaryDirectory(prefix="edgedet-bench-") as folder:
         sides = {side: outputs_config(args.config, args.model, threads, folder, side, source, mqtt_port)
@@ -391,11 +391,15 @@ def _broker(path, folder):
     return mqtt_bench.start_broker(folder)
 
 
+def _regime_frames(args, regime):
+    """Frames per run: --frames unpaced, --paced-frames where the source or the invoke sets the pace."""
+    return args.frames if regime == "unpaced" else args.paced_frames
+
+
 def _print_rounds(args, regime, runs):
     source, _, what = REGIMES[regime]
-    frames = args.frames if regime == "unpaced" else args.paced_frames
-    print("-- outputs of {}, {} regime: {} ({} on {}, {} frames, {} interleaved rounds)".format(
-        args.config, regime, what, "LiveApp", source, frames, args.repeat))
+    print("-- outputs of {}, {} regime: {} (LiveApp on {}, {} frames, {} interleaved rounds)".format(
+        args.config, regime, what, source, _regime_frames(args, regime), args.repeat))
     for side in SIDES:
         print("outputs {:7s} : {:7.1f} fps median (rounds {}); process CPU {:.2f} ms per frame median".format(
             side, statistics.median(runs[side]), ", ".join("{:.1f}".format(v) for v in runs[side]),
