@@ -150,6 +150,6 @@ def contains_each(joined, points):
     Returns:
       bool [K, Z]: point k is inside zone z; [K, 0] when there are no zones.
     """
-    if joined is None:
-        return np.zeros((len(points), 0), bool)
+    if joined is None or not len(points):  # (reduceat of no rows: not relied on with old numpy)
+        return np.zeros((len(points), 0 if joined is None else len(joined[5])), bool)
     return np.logical_xor.reduceat(_crossings(joined[:5], points), joined[5], axis=1)  # odd crossings per zone
