@@ -7,7 +7,7 @@ import pytest
 
 from app.config import FilterConfig, ObjectsConfig, SourceObjectsConfig, ZoneConfig
 from app.errors import UserError
-from app.tracking.objects import SourceObjects, check_settings
+from app.tracking.objects import SourceObjects, _rounded, check_settings
 
 LABELS = ["circle", "square", "triangle"]
 SETTINGS = ObjectsConfig(min_hits=2, max_age=2, update_interval_s=1.0)
@@ -51,6 +51,16 @@ def test_new_then_zone_update_then_end():
     # Seen last at t 1.25; ended after max_age (2) missed frames; box and zones as last seen.
     assert end["end_time"] == 1.25 and end["time"] == 2.0 and end["box"] == [20.0, 70.0, 40.0, 90.0]
     assert end["current_zones"] == ["lower"] and end["entered_zones"] == ["lower"]
+
+
+def test_rounded_is_python_round_of_every_float32():
+    rng = np.random.RandomState(0)
+    boxes = np.sort(rng.uniform(0, 640, (2000, 4)), axis=1).astype(np.float32)
+    boxes[:20] = np.arange(80).reshape(20, 4) * 0.05  # near halfway values
+    scores = rng.uniform(0, 1, 2000).astype(np.float32)
+    expected = [[round(float(v), 1) for v in box] + [round(float((box[2] - box[0]) * (box[3] - box[1])), 1),
+                                                   round(float(score), 4)] for box, score in zip(boxes, scores)]
+    assert _rounded(boxes, scores) == expected  # exact: the same floats as the events had before
 
 
 def test_label_change_is_an_update_and_top_score_is_kept():

@@ -19,11 +19,38 @@ def test_state_round_trip_hand_computed():
     np.testing.assert_allclose(tracker.state_to_corners(state), [A])
 
 
+def test_state_matrices_are_the_column_formulas_bit_for_bit():
+    rng = np.random.RandomState(0)
+    boxes = rng.uniform(0, 640, (50, 4)).astype(np.float32)  # x1 < x0 in some: negative widths too
+    b = boxes.astype(np.float64)
+    state = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+    assert np.array_equal(tracker.corners_to_state(boxes), state)
+    half_w, half_h = np.maximum(state[:, 2], 0) / 2, np.maximum(state[:, 3], 0) / 2
+    corners = np.stack([state[:, 0] - half_w, state[:, 1] - half_h, state[:, 0] + half_w, state[:, 1] + half_h], axis=1)
+    assert np.array_equal(tracker.state_to_corners(state), corners.astype(np.float32))
+
+
+def test_merge_duplicates_without_and_with_a_duplicate():
+    apart = np.array([A, [100.0, 10.0, 140.0, 40.0]], np.float32)
+    primary, parent = tracker.merge_duplicates(apart, np.array([0.5, 0.9], np.float32))
+    assert primary.tolist() == [0, 1] and parent.tolist() == [0, 1]
+    close = np.array([A, [100.0, 10.0, 140.0, 40.0], [11.0, 10.0, 51.0, 41.0]], np.float32)  # 0 and 2: IoU 0.91
+    primary, parent = tracker.merge_duplicates(close, np.array([0.5, 0.9, 0.7], np.float32))
+    assert primary.tolist() == [1, 2] and parent.tolist() == [2, 1, 2]
+
+
 def test_greedy_match_takes_highest_iou_first():
     iou = np.array([[0.9, 0.8], [0.85, 0.2]])
     # (0, 0) first; row 1 can then only take column 1, below min_iou 0.3.
     assert tracker.greedy_match(iou, 0.3).tolist() == [[0, 0]]
     assert tracker.greedy_match(iou, 0.1).tolist() == [[0, 0], [1, 1]]
+
+
+def test_greedy_match_compares_in_the_iou_precision_and_breaks_ties_row_major():
+    at = np.float32(0.3)  # 0.30000001: float32 IoU equal to float32(min_iou) is a match, as numpy compares
+    iou = np.array([[at, 0.5], [0.5, 0.0], [0.2999999, 0.0]], np.float32)
+    assert tracker.greedy_match(iou, 0.3).tolist() == [[0, 1], [1, 0]]  # (0, 1) and (1, 0) tie: row 0 first
+    assert tracker.greedy_match(iou[[0, 2]][:, :1], 0.3).tolist() == [[0, 0]]
 
 
 def test_confirmed_after_min_hits_then_ends_after_max_age():

@@ -24,6 +24,18 @@ def test_membership_is_the_bottom_centre_of_the_box():
     assert inside.tolist() == [False, True]  # the first box's top half is never what counts
 
 
+def test_contains_each_is_contains_of_every_zone():
+    triangle = [[0, 0], [60, 0], [60, 80]]
+    found = [zones.Zone(name, None, 1, 0.0, None, zones.edges(p)) for name, p in (("l", L_SHAPE), ("t", triangle))]
+    points = np.random.RandomState(0).uniform(-10, 110, (500, 2))
+    inside = zones.contains_each(zones.joined_edges(found), points)
+    assert inside.shape == (500, 2) and 0 < inside.sum() < 1000
+    assert inside[:, 0].tolist() == zones.contains(found[0].edges, points).tolist()
+    assert inside[:, 1].tolist() == zones.contains(found[1].edges, points).tolist()
+    assert zones.contains_each(zones.joined_edges([]), points).shape == (500, 0)
+    assert zones.contains_each(zones.joined_edges(found), np.zeros((0, 2))).shape == (0, 2)
+
+
 def test_normalized_zone_resolves_to_pixels():
     cfg = {"left": ZoneConfig(points=[[0, 0], [0.5, 0], [0.5, 1], [0, 1]], coordinates="normalized", labels=["square"])}
     (zone,) = zones.make_zones(cfg, LABELS, 640, 480, "objects.sources.cam.zones")

@@ -10,7 +10,8 @@ import numpy as np
 
 from app.tracking.zones import label_ids
 
-# float [C] per class id: keep (bool), min_score, min_area, max_area (inf = no limit).
+# Tuples of python values per class id: keep (bool), min_score, min_area, max_area (inf = no limit).
+# Plain python: a frame has a few detections, for which a loop is cheaper than a dozen numpy calls.
 Rules = collections.namedtuple("Rules", "keep min_score min_area max_area")
 
 
@@ -34,7 +35,7 @@ def make_rules(source, label_names, where):
         i = label_ids([name], label_names, where + ".filters")[0]
         min_score[i], min_area[i] = rule.min_score, rule.min_area
         max_area[i] = rule.max_area if rule.max_area > 0 else np.inf
-    return Rules(keep, min_score, min_area, max_area)
+    return Rules(*(tuple(values.tolist()) for values in (keep, min_score, min_area, max_area)))
 
 
 def keep_mask(rules, boxes, class_ids, scores):
@@ -46,10 +47,9 @@ def keep_mask(rules, boxes, class_ids, scores):
       class_ids: int [K] 0-based; ids without a label are dropped.
       scores: float [K].
     """
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    class_ids, scores = np.asarray(class_ids, np.int64), np.asarray(scores, np.float64)
-    known = (class_ids >= 0) & (class_ids < len(rules.keep))
-    c = np.where(known, class_ids, 0)  # a class id without a label is never kept
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return (known & rules.keep[c] & (scores >= rules.min_score[c]) & (area >= rules.min_area[c])
-            & (area <= rules.max_area[c]))
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4).tolist()  # python floats are float64: areas as before
+    count = len(rules.keep)
+    return np.array([0 <= c < count and rules.keep[c] and s >= rules.min_score[c]
+                     and rules.min_area[c] <= (b[2] - b[0]) * (b[3] - b[1]) <= rules.max_area[c]
+                     for b, c, s in zip(boxes, np.asarray(class_ids, np.int64).tolist(),
+                                        np.asarray(scores, np.float64).tolist())], bool)

@@ -48,6 +48,12 @@ class _Object(object):
         self.sent = None         # (label, top_score, current_zones) of the last event
         self.sent_at = 0.0
 
+    def see(self, values, seen):
+        """This frame's detection: `_rounded` values [x0, y0, x1, y1, area, score]; `seen` its time."""
+        self.box, self.area, self.score = values[:4], values[4], values[5]
+        self.top_score = max(self.top_score, self.score)
+        self.last_seen = seen
+
     def fields(self, source):
         """The event fields (values already rounded when they were set)."""
         return {"id": self.id, "source": source, "label": self.label, "score": self.score,
@@ -75,7 +81,7 @@ class SourceObjects(object):
             zones_mod.check_zone(zone, self._labels, "{}.zones.{}".format(where, name))
         self._tracker = Tracker(len(self._labels), settings.min_hits, settings.max_age, settings.min_iou)
         self._interval = settings.update_interval_s
-        self._zones_by_size = {}
+        self._zones_by_size = {}  # (width, height) -> (zones, their joined edges)
         self._objects = collections.OrderedDict()
 
     @property
@@ -86,13 +92,17 @@ class SourceObjects(object):
     def zones_for(self, width, height):
         """The zones resolved for a frame size. Where a point falls outside a frame of this size
         (a source whose size was not known at start-up), the zones are skipped with a warning."""
+        return self._zones_and_edges(width, height)[0]
+
+    def _zones_and_edges(self, width, height):
+        """(zones_for(width, height), zones.joined_edges of them), made once per frame size."""
         if (width, height) not in self._zones_by_size:
             try:
                 found = zones_mod.make_zones(self._zone_configs, self._labels, width, height, self._where + ".zones")
             except UserError as e:
                 log.warning("%s; zones of %s are off for %dx%d frames", e, self.source, width, height)
                 found = []
-            self._zones_by_size[(width, height)] = found
+            self._zones_by_size[(width, height)] = (found, zones_mod.joined_edges(found))
         return self._zones_by_size[(width, height)]
 
     def update(self, boxes, class_ids, scores, now, width, height):
@@ -107,40 +117,40 @@ class SourceObjects(object):
           ObjectFrame.
         """
         keep = filters.keep_mask(self._rules, boxes, class_ids, scores)
-        tracks = self._tracker.update(boxes[keep], np.asarray(class_ids)[keep], np.asarray(scores)[keep], now)
-        zones = self.zones_for(width, height)
-        feet = zones_mod.bottom_centres(tracks.boxes)
-        inside = [zones_mod.contains(z.edges, feet) for z in zones]
-        events = [self._end(i, now) for i in tracks.ended if int(i) in self._objects]
-        for row in range(len(tracks.ids)):
-            event = self._advance(tracks, row, zones, [hit[row] for hit in inside], now)
-            if event is not None:
-                events.append(event)
-        detection_ids = np.full(len(keep), -1, np.int64)
-        detection_ids[keep] = tracks.detection_ids
-        objects = [self._objects[int(i)].fields(self.source) for i in tracks.ids]
-        return ObjectFrame(objects, zones, detection_ids, events)
+        if keep.all():
+            keep = None  # every detection passed: nothing to copy
+        else:
+            boxes, class_ids, scores = boxes[keep], np.asarray(class_ids)[keep], np.asarray(scores)[keep]
+        tracks = self._tracker.update(boxes, class_ids, scores, now)
+        zones, joined = self._zones_and_edges(width, height)
+        inside = zones_mod.contains_each(joined, zones_mod.bottom_centres(tracks.boxes))
+        events = [self._end(i, now) for i in tracks.ended.tolist() if i in self._objects]
+        events += self._advance(tracks, zones, inside, now)
+        objects = [self._objects[i].fields(self.source) for i in tracks.ids.tolist()]
+        return ObjectFrame(objects, zones, _detection_ids(keep, tracks.detection_ids), events)
 
     def finish(self, now):
         """`end` events of every live object (the app is stopping)."""
         return [self._end(i, now) for i in list(self._objects)]
 
-    def _advance(self, tracks, row, zones, inside, now):
-        """Updates one object from its track row; returns its new/update event or None."""
-        track_id = int(tracks.ids[row])
-        obj = self._objects.get(track_id)
-        if obj is None:
-            obj = self._objects[track_id] = _Object(track_id, tracks.start_times[row])
-        obj.label = self._labels[int(tracks.class_ids[row])]
-        if tracks.matched[row]:  # a coasting track keeps its last seen box and score
-            box = tracks.boxes[row]
-            obj.box = [round(float(v), 1) for v in box]  # python floats: no float32 noise in the JSON
-            obj.area = round(float((box[2] - box[0]) * (box[3] - box[1])), 1)
-            obj.score = round(float(tracks.scores[row]), 4)
-            obj.top_score = max(obj.top_score, obj.score)
-            obj.last_seen = round(now, 3)
-            _place(obj, zones, inside, int(tracks.class_ids[row]), now)
-        return self._event(obj, now)
+    def _advance(self, tracks, zones, inside, now):
+        """Updates the objects of the confirmed tracks (python values: no numpy call per object);
+        returns their new/update events. `inside`: bool [M, Z] bottom centres in the zones."""
+        events, seen = [], round(now, 3)
+        for track_id, start, class_id, matched, values, hits in zip(
+                tracks.ids.tolist(), tracks.start_times.tolist(), tracks.class_ids.tolist(), tracks.matched.tolist(),
+                _rounded(tracks.boxes, tracks.scores), inside.tolist()):
+            obj = self._objects.get(track_id)
+            if obj is None:
+                obj = self._objects[track_id] = _Object(track_id, start)
+            obj.label = self._labels[class_id]
+            if matched:  # a coasting track keeps its last seen box, score and zones
+                obj.see(values, seen)
+                _place(obj, zones, hits, class_id, now)
+            event = self._event(obj, now)
+            if event is not None:
+                events.append(event)
+        return events
 
     def _event(self, obj, now):
         state = (obj.label, obj.top_score, obj.current_zones)
@@ -154,9 +164,36 @@ class SourceObjects(object):
         return _event(kind, now, obj.fields(self.source))
 
     def _end(self, track_id, now):
-        obj = self._objects.pop(int(track_id))
+        obj = self._objects.pop(track_id)
         obj.end_time = obj.last_seen
         return _event("end", now, obj.fields(self.source))
+
+
+def _detection_ids(keep, tracked):
+    """int64 [K] track id of each of a frame's detections (-1 when filtered out), from `tracked`, those
+    of the kept ones (`keep`: bool [K], or None when every detection was kept)."""
+    if keep is None:
+        return tracked
+    ids = np.full(len(keep), -1, np.int64)
+    ids[keep] = tracked
+    return ids
+
+
+# Events show boxes and areas to 0.1 px and scores to 1e-4 (python floats: no float32 noise in the JSON).
+_SCALES = np.array([10.0, 10.0, 10.0, 10.0, 10.0, 10000.0])
+
+
+def _rounded(boxes, scores):
+    """[M] lists [x0, y0, x1, y1, area, score]: `round(float(v), digits)` of each float32 value, in
+    one go. A float32 times 10 or 10**4 is exact in float64 (24 + 3 or 10 bits), so rint (half to
+    even on the exact value, as round) and the correctly rounded division give round's result.
+
+    Args:
+      boxes: float32 [M, 4] pixels (x0, y0, x1, y1); scores: float32 [M].
+    """
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # float32, as the box is
+    values = np.column_stack([boxes, area, scores]).astype(np.float64)
+    return (np.rint(values * _SCALES) / _SCALES).tolist()
 
 
 def _place(obj, zones, inside, class_id, now):

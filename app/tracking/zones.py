@@ -89,21 +89,42 @@ def make_zones(zones, label_names, width, height, where):
     return result
 
 
+# (x, y) bottom centre = (x0, y0, x1, y1) @ _TO_FEET: (x0 + x1) / 2 and y1, exactly (products by 0.5 and 1).
+_TO_FEET = np.array([[0.5, 0], [0, 0], [0.5, 0], [0, 1]])
+
+
 def bottom_centres(boxes):
     """float64 [K, 2] (x, y) bottom centres of pixel boxes [K, 4] (x0, y0, x1, y1)."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], axis=1)
+    return np.asarray(boxes, np.float64).reshape(-1, 4).dot(_TO_FEET)
 
 
 def edges(polygon):
     """(x0, y0, x1, y1, slope) float64 [P] each: a polygon's edges from vertex i to i + 1 and
-    their dx/dy (inf for horizontal edges, which no horizontal ray crosses)."""
+    their dx/dy (0 for horizontal edges: no horizontal ray crosses them, so it is never used)."""
     polygon = np.asarray(polygon, np.float64)
     x0, y0 = polygon[:, 0], polygon[:, 1]
     x1, y1 = np.concatenate([x0[1:], x0[:1]]), np.concatenate([y0[1:], y0[:1]])
     with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.where(y1 != y0, (x1 - x0) / (y1 - y0), np.inf)
+        slope = np.where(y1 != y0, (x1 - x0) / (y1 - y0), 0.0)
     return x0, y0, x1, y1, slope
+
+
+def joined_edges(zones):
+    """The edges of several zones end to end, for `contains_each`: (x0, y0, x1, y1, slope) float64
+    [E] each, and int64 [Z] the index of each zone's first edge (None when there are no zones)."""
+    if not zones:
+        return None
+    parts = list(zip(*(zone.edges for zone in zones)))
+    starts = np.cumsum([0] + [len(zone.edges[0]) for zone in zones[:-1]])
+    return tuple(np.concatenate(part) for part in parts) + (starts,)
+
+
+def _crossings(polygon_edges, points):
+    """bool [K, E]: the ray from each point (x, y) towards +x crosses edge E (a half-open rule in y)."""
+    x0, y0, x1, y1, slope = polygon_edges                      # [E] each
+    x, y = points[:, 0:1], points[:, 1:2]                      # [K, 1]
+    straddles = (y0 <= y) != (y1 <= y)                         # [K, E] the edge crosses the ray's row
+    return straddles & (x < x0 + (y - y0) * slope)
 
 
 def contains(polygon_edges, points):
@@ -116,9 +137,19 @@ def contains(polygon_edges, points):
     Returns:
       bool [K]: True inside (points exactly on an edge may go either way).
     """
-    x0, y0, x1, y1, slope = polygon_edges                      # [P] each
-    x, y = points[:, 0:1], points[:, 1:2]                      # [K, 1]
-    straddles = (y0 <= y) != (y1 <= y)                         # [K, P] the edge crosses the ray's row
-    with np.errstate(invalid="ignore"):
-        cross_x = x0 + (y - y0) * slope
-    return (straddles & (x < cross_x)).sum(axis=1) % 2 == 1
+    return _crossings(polygon_edges, points).sum(axis=1) % 2 == 1
+
+
+def contains_each(joined, points):
+    """`contains` of every zone at once (one set of array ops however many zones).
+
+    Args:
+      joined: `joined_edges(zones)`.
+      points: float [K, 2] (x, y) pixels.
+
+    Returns:
+      bool [K, Z]: point k is inside zone z; [K, 0] when there are no zones.
+    """
+    if joined is None or not len(points):  # (reduceat of no rows: not relied on with old numpy)
+        return np.zeros((len(points), 0 if joined is None else len(joined[5])), bool)
+    return np.logical_xor.reduceat(_crossings(joined[:5], points), joined[5], axis=1)  # odd crossings per zone
