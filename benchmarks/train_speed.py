@@ -166,7 +166,7 @@ def main():
             phase, results[phase][0], 1000.0 * args.batch / results[phase][0], results[phase][1], args.height,
             args.width, args.depth, args.batch), flush=True)
     tf_float = results["float, TF's conv gradients"]
-    print("MatMul gradients: {:.2f}x the images/s, {:.2f}x less CPU per step".format(
+    print("MatMul gradients against TF's: speed-up {:.2f}x wall, {:.2f}x CPU".format(
         results["float"][0] / tf_float[0], tf_float[1] / results["float"][1]))
     print("QAT step / float step: {:.2f}x".format(results["float"][0] / results["qat"][0]))
 
