@@ -77,9 +77,10 @@ def test_only_plain_1x1_stride_1_convs_switch_and_the_layers_come_back():
 def float64():
     """Keras layers in float64 for one test: in float32 a train step of this network is
     ill-conditioned (tests/test_distribute.py), so rounding alone moves its update by ~1%."""
+    previous = keras.backend.floatx()
     keras.backend.set_floatx("float64")
     yield tf.float64
-    keras.backend.set_floatx("float32")
+    keras.backend.set_floatx(previous)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def _two_steps(cfg, batches, initial, matmul_gradients):
     return {k: float(v) for k, v in parts.items()}, [w.numpy() for w in model.weights], ops
 
 
-# Two traces of the demo network's float step: about 15 s on 2 cores.
+# Two traces of the demo network's float step: about 20 s on 2 cores.
 def test_a_float_train_step_with_matmul_gradients_is_the_same_step(demo_batches, float64):
     cfg, batches = demo_batches
     initial = build_ssd(cfg.model).get_weights()
