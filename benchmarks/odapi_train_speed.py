@@ -205,12 +205,13 @@ def _spread(values):
     return "median {:.3f}  range {:.3f}..{:.3f}".format(statistics.median(values), min(values), max(values))
 
 
-def report(rows):
-    """Prints each round and the median and range of every column."""
-    print("round  OD API s/step (CPU s/step)  edgedet s/step (CPU s/step)  speed-up wall (CPU)")
-    for i, (od, ed) in enumerate(rows):
-        print("{:5d}  {:6.3f} ({:6.3f})             {:6.3f} ({:6.3f})              {:.2f}x ({:.2f}x)".format(
-            i + 1, od[0], od[1], ed[0], ed[1], od[0] / ed[0], od[1] / ed[1]))
+def report(rows, loads):
+    """Prints each round (with the host's 1-minute load average after each of its runs) and the
+    median and range of every column."""
+    print("round  OD API s/step (CPU s/step)  edgedet s/step (CPU s/step)  speed-up wall (CPU)  load")
+    for i, ((od, ed), load) in enumerate(zip(rows, loads)):
+        print("{:5d}  {:6.3f} ({:6.3f})             {:6.3f} ({:6.3f})              {:.2f}x ({:.2f}x)"
+              "        {:.1f}, {:.1f}".format(i + 1, od[0], od[1], ed[0], ed[1], od[0] / ed[0], od[1] / ed[1], *load))
     for name, values in (("OD API wall", [r[0][0] for r in rows]), ("OD API CPU", [r[0][1] for r in rows]),
                          ("edgedet wall", [r[1][0] for r in rows]), ("edgedet CPU", [r[1][1] for r in rows]),
                          ("speed-up wall", [r[0][0] / r[1][0] for r in rows]),
@@ -255,13 +256,15 @@ def main(argv=None):
     print("{}x{}, depth {}, batch {}, {} steps per run; runs and logs in {}".format(
         cfg.model.input_height, cfg.model.input_width, cfg.model.depth_multiplier, cfg.train.batch_size,
         args.steps, workdir), flush=True)
-    rows = []
+    rows, loads = [], []
     for i in range(1, args.rounds + 1):
         log = os.path.join(workdir, "{}_%d.log" % i)
-        rows.append((odapi_run(args.venv, pipeline_path, args.steps, workdir, log.format("odapi")),
-                     edgedet_run(config_path, data, workdir, log.format("edgedet"))))
+        odapi = odapi_run(args.venv, pipeline_path, args.steps, workdir, log.format("odapi"))
+        odapi_load = os.getloadavg()[0]
+        rows.append((odapi, edgedet_run(config_path, data, workdir, log.format("edgedet"))))
+        loads.append((odapi_load, os.getloadavg()[0]))
         print("OD API {:.3f} s/step, edgedet {:.3f} s/step".format(rows[-1][0][0], rows[-1][1][0]), flush=True)
-    report(rows)
+    report(rows, loads)
     return 0
 
 

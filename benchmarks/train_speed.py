@@ -6,7 +6,9 @@ depth multiplier 0.5, batch 8 by default). A benchmark, not a test.
 
   .venv/bin/python benchmarks/train_speed.py [--steps 200] [--height 192 --width 224] [--trace DIR]
 
---trace records a tf.profiler trace of 20 float steps into DIR (TensorBoard's profile
+The float step is measured as the trainer runs it (1x1 convolutions' gradients as MatMuls,
+training/conv_gradients.py) and with TensorFlow's own convolution gradients, one after the other.
+--trace records a tf.profiler trace of 20 float steps (as trained) into DIR (TensorBoard's profile
 plugin reads it) and prints where their time goes: op self time per step by part
 of the step (forward and backward of the backbone, extra layers and heads; the L2
 regularization, the optimizer, the loss and the rest; the input pipeline's GetNext)
@@ -151,17 +153,22 @@ def main():
     iterator = iter(strategy.experimental_distribute_dataset(ds))
     model = ssd_model.build_ssd(cfg.model)
     results = {}
-    for phase in ("float", "qat"):
+    # The float step as the trainer runs it (MatMul gradients), then with TF's own conv gradients.
+    for phase, matmul_gradients in (("float", True), ("float, TF's conv gradients", False), ("qat", False)):
         if phase == "qat":
             model = trainer.quantize(model)
-        step = trainer.make_train_step(model, trainer.make_optimizer(cfg.train), strategy, cfg.train)
+        step = trainer.make_train_step(model, trainer.make_optimizer(cfg.train), strategy, cfg.train,
+                                       matmul_gradients=matmul_gradients)
         if args.trace:
             return trace(step, iterator, args.trace, model.name)
-        results[phase], cpu_ms = measure(step, iterator, args.steps, args.batch)
-        print("{:5s} {:6.1f} images/s  {:6.1f} ms/step  CPU {:6.1f} ms/step  ({}x{}, depth {}, batch {})".format(
-            phase, results[phase], 1000.0 * args.batch / results[phase], cpu_ms, args.height, args.width,
-            args.depth, args.batch), flush=True)
-    print("QAT step / float step: {:.2f}x".format(results["float"] / results["qat"]))
+        results[phase] = measure(step, iterator, args.steps, args.batch)
+        print("{:27s} {:6.1f} images/s  {:6.1f} ms/step  CPU {:6.1f} ms/step  ({}x{}, depth {}, batch {})".format(
+            phase, results[phase][0], 1000.0 * args.batch / results[phase][0], results[phase][1], args.height,
+            args.width, args.depth, args.batch), flush=True)
+    tf_float = results["float, TF's conv gradients"]
+    print("MatMul gradients against TF's: speed-up {:.2f}x wall, {:.2f}x CPU".format(
+        results["float"][0] / tf_float[0], tf_float[1] / results["float"][1]))
+    print("QAT step / float step: {:.2f}x".format(results["float"][0] / results["qat"][0]))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,9 @@ SCRIPT = textwrap.dedent("""
                 model = trainer.quantize(model)
             optimizer = trainer.make_optimizer(cfg.train)
         before = [w.numpy() for w in model.weights]
-        step = trainer.make_train_step(model, optimizer, strategy, cfg.train)
+        # As the trainer does: the float phase with its 1x1 convolutions' MatMul gradients.
+        step = trainer.make_train_step(model, optimizer, strategy, cfg.train,
+                                       matmul_gradients=phase == "float")
         ds = tf.data.Dataset.from_tensors((images, targets)).repeat()
         parts = step(iter(strategy.experimental_distribute_dataset(ds)), tf.constant(2))
         names = [w.name for w in model.weights]

@@ -23,7 +23,7 @@ import tf_keras as keras
 from app.model import anchors as app_anchors
 from app import arguments
 from app.errors import UserError
-from training import config as training_config, distribute
+from training import config as training_config, conv_gradients, distribute
 from training import losses, model as ssd_model, qat_ranges, schedule, workdir as run_dir
 from training.data import augment, pipeline
 
@@ -96,7 +96,7 @@ def quantize(float_model):
     return tfmot.quantization.keras.quantize_model(float_model)
 
 
-def make_train_step(model, optimizer, strategy, train_cfg):
+def make_train_step(model, optimizer, strategy, train_cfg, matmul_gradients=False):
     """A compiled function running `n` train steps on a distributed iterator.
 
     The replica step is traced inline into the one tf.function, never as a nested
@@ -111,6 +111,8 @@ def make_train_step(model, optimizer, strategy, train_cfg):
       optimizer: its optimizer, created in the same scope.
       strategy: a tf.distribute.Strategy.
       train_cfg: training.config.TrainConfig-like (loss settings).
+      matmul_gradients: trace the model's 1x1 convolutions with matrix-product gradients
+        (training.conv_gradients; the float phase: the same model, less CPU per step).
 
     Returns:
       fn(iterator, n) -> dict of float32 scalars of the last step: loss,
@@ -135,10 +137,12 @@ def make_train_step(model, optimizer, strategy, train_cfg):
     def train_steps(iterator, n):
         zero = tf.constant(0.0, keras.backend.floatx())  # float64 in the strategy test
         parts = {k: zero for k in ("classification", "localization", "regularization")}
-        for _ in tf.range(n):
-            per_replica = strategy.run(replica_step, args=next(iterator))
-            parts = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                     for k, v in per_replica.items()}
+        # Entered once, around the whole trace: the replicas trace in threads of their own.
+        with conv_gradients.matmul_gradients(model, enabled=matmul_gradients):
+            for _ in tf.range(n):
+                per_replica = strategy.run(replica_step, args=next(iterator))
+                parts = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                         for k, v in per_replica.items()}
         parts["loss"] = parts["classification"] + parts["localization"] + parts["regularization"]
         return parts
 
@@ -189,7 +193,7 @@ class Trainer:
             os.path.join(distribute.write_dir(self.workdir, self.strategy), run_dir.CHECKPOINTS),
             max_to_keep=KEPT_CHECKPOINTS)
         self.train_steps = make_train_step(self.model, self.optimizer, self.strategy,
-                                           self.cfg.train)
+                                           self.cfg.train, matmul_gradients=self.phase == "float")
         self.traced = False  # the first call of a phase traces and compiles
 
     def start_qat(self):
