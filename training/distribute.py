@@ -34,11 +34,11 @@ from training.join_guard import JoinGuard
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
 
 
-def choose_strategy(join_timeout_s=None):
+def choose_strategy(join_timeout_s):
     """MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs, else the default strategy.
 
-    Joining a multi-worker cluster waits for every worker of TF_CONFIG; with `join_timeout_s`
-    a worker still waiting after that many seconds exits 1 with one line (join_guard.JoinGuard).
+    Joining a multi-worker cluster waits for every worker of TF_CONFIG; a worker still waiting
+    after `join_timeout_s` seconds exits 1 with one line (join_guard.JoinGuard).
     """
     if os.environ.get("TF_CONFIG"):
         return _join_cluster(join_timeout_s)
@@ -48,8 +48,6 @@ def choose_strategy(join_timeout_s=None):
 
 
 def _join_cluster(join_timeout_s):
-    if join_timeout_s is None:
-        return tf.distribute.MultiWorkerMirroredStrategy()
     with JoinGuard(join_timeout_s, _join_line(join_timeout_s, "distribute.join_timeout_s")):
         return tf.distribute.MultiWorkerMirroredStrategy()
 

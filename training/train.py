@@ -354,7 +354,7 @@ def train(cfg, workdir, decoded, cache=False, eval_examples=None, resume=False, 
     """
     check_train_config(cfg.train)
     distribute.check_config(cfg.distribute)
-    strategy = strategy or distribute.choose_strategy()
+    strategy = strategy or distribute.choose_strategy(cfg.distribute.join_timeout_s)
     state = run_dir.prepare(workdir, cfg, resume, write=distribute.is_chief(strategy))
     anchors = app_anchors.anchors_from_config(cfg.model)
     dataset = pipeline.train_dataset(decoded, cfg, anchors, cfg.train.batch_size, cache=cache,
@@ -414,8 +414,7 @@ def run(args):
                                 args.skip_bad, resume=args.resume)
     workdir = args.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.config))[0])
-    distribute.check_config(cfg.distribute)  # before joining: a bad bound is exit 2, not a wait
-    strategy = distribute.choose_strategy(cfg.distribute.join_timeout_s)
+    strategy = distribute.choose_strategy(cfg.distribute.join_timeout_s)  # config_with_overrides checked it
     examples = data_io.load_split(cfg.data, "train", cfg.model.labels)
     eval_examples = data_io.load_split(cfg.data, "eval", cfg.model.labels)
     if cfg.eval.max_images:
