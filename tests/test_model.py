@@ -9,6 +9,7 @@ tf = pytest.importorskip("tensorflow")
 from app.model import anchors as app_anchors  # noqa: E402
 from app.errors import UserError  # noqa: E402
 from training.config import ModelConfig  # noqa: E402
+from training import model as ssd_model  # noqa: E402
 from training.model import build_ssd  # noqa: E402
 
 
@@ -55,6 +56,26 @@ def test_forward_shapes_bias_and_depth_rules():
     kernels = [w for w in model.trainable_weights if "kernel" in w.name]
     expected = sum(0.5 * cfg.l2_weight * float(tf.reduce_sum(tf.square(k))) for k in kernels)
     assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("height,width", [(96, 128), (97, 111)])
+def test_same_padding_computes_what_keras_zero_padding_does(height, width, tmp_path):
+    # Depth 1.0: every layer keeps the stock shapes (min_depth and the last-conv rule change none),
+    # so the stock network's weights load as they are.
+    cfg = _cfg(height, width, depth_multiplier=1.0)
+    stock = ssd_model._keras_mobilenet_v2(cfg)
+    ours = ssd_model.build_backbone(cfg)
+    kinds = [type(layer).__name__ for layer in stock.layers]
+    assert kinds.count("ZeroPadding2D") == 4  # blocks 1, 3, 6 and 13, before their stride-2 depthwise conv
+    assert "ZeroPadding2D" not in [type(layer).__name__ for layer in ours.layers]
+    assert ours.get_layer("block_13_depthwise").padding == "same"
+    # A checkpoint of the padded network (as older runs wrote) restores into ours.
+    path = tf.train.Checkpoint(model=stock).save(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=ours).restore(path).assert_consumed()
+    x = tf.random.uniform((2, height, width, 3), -1.0, 1.0, seed=3)
+    expected, got = stock(x, training=False), ours(x, training=False)
+    assert got.shape == expected.shape
+    assert float(tf.reduce_max(tf.abs(got - expected))) <= 1e-5 * float(tf.reduce_max(tf.abs(expected)))
 
 
 def test_imagenet_with_unsupported_alpha_is_a_user_error():
