@@ -4,10 +4,12 @@ Runs the real input pipeline (synthetic scenes in memory, flip + crop, targets)
 and the compiled train step of training.train at the demo settings (192x224,
 depth multiplier 0.5, batch 8 by default). A benchmark, not a test.
 
-  .venv/bin/python benchmarks/train_speed.py [--steps 200] [--height 192 --width 224] [--trace DIR]
+  .venv/bin/python benchmarks/train_speed.py [--steps 200] [--height 192 --width 224] [--cpu-replicas N] [--trace DIR]
 
-The float step is measured as the trainer runs it (1x1 convolutions' gradients as MatMuls,
-training/conv_gradients.py) and with TensorFlow's own convolution gradients, one after the other.
+The steps run as the trainer runs them: on the CPU replicas `distribute.cpu_replicas` asks for
+(training/cpu_replicas.py; --cpu-replicas 1 for one), the float step with its 1x1 convolutions'
+gradients as MatMuls (training/conv_gradients.py), then with TensorFlow's own convolution
+gradients, one after the other.
 --trace records a tf.profiler trace of 20 float steps (as trained) into DIR (TensorBoard's profile
 plugin reads it) and prints where their time goes: op self time per step by part
 of the step (forward and backward of the backbone, extra layers and heads; the L2
@@ -34,6 +36,7 @@ import tensorflow as tf  # noqa: E402
 from app.model import anchors as app_anchors  # noqa: E402
 from app.capture import synthetic  # noqa: E402
 from training import config as training_config  # noqa: E402
+from training import distribute  # noqa: E402
 from training import model as ssd_model  # noqa: E402
 from training import train as trainer  # noqa: E402
 from training.data import pipeline  # noqa: E402
@@ -141,30 +144,35 @@ def main():
     parser.add_argument("--depth", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--cpu-replicas", help="distribute.cpu_replicas (default: config.yaml's)")
     parser.add_argument("--trace", help="folder for a profiler trace of the float step (then only that runs)")
     args = parser.parse_args()
     cfg = training_config.load_config()
     cfg = replace(cfg, model=replace(cfg.model, input_height=args.height, input_width=args.width,
-                                     depth_multiplier=args.depth))
+                                     depth_multiplier=args.depth),
+                  distribute=replace(cfg.distribute, cpu_replicas=args.cpu_replicas or cfg.distribute.cpu_replicas))
+    strategy = distribute.choose_strategy(cfg.distribute, args.batch)  # before TensorFlow starts
     anchors = app_anchors.anchors_from_config(cfg.model)
     decoded = synthetic_decoded(64, 240, 280)
     ds = pipeline.train_dataset(decoded, cfg, anchors, args.batch, cache=True)
-    strategy = tf.distribute.get_strategy()
     iterator = iter(strategy.experimental_distribute_dataset(ds))
-    model = ssd_model.build_ssd(cfg.model)
+    with strategy.scope():
+        model = ssd_model.build_ssd(cfg.model)
     results = {}
+    setting = "{}x{}, depth {}, batch {}, {} replica(s)".format(
+        args.height, args.width, args.depth, args.batch, strategy.num_replicas_in_sync)
     # The float step as the trainer runs it (MatMul gradients), then with TF's own conv gradients.
     for phase, matmul_gradients in (("float", True), ("float, TF's conv gradients", False), ("qat", False)):
-        if phase == "qat":
-            model = trainer.quantize(model)
-        step = trainer.make_train_step(model, trainer.make_optimizer(cfg.train), strategy, cfg.train,
-                                       matmul_gradients=matmul_gradients)
+        with strategy.scope():
+            model = trainer.quantize(model) if phase == "qat" else model
+            optimizer = trainer.make_optimizer(cfg.train)
+        step = trainer.make_train_step(model, optimizer, strategy, cfg.train, matmul_gradients=matmul_gradients)
         if args.trace:
             return trace(step, iterator, args.trace, model.name)
         results[phase] = measure(step, iterator, args.steps, args.batch)
-        print("{:27s} {:6.1f} images/s  {:6.1f} ms/step  CPU {:6.1f} ms/step  ({}x{}, depth {}, batch {})".format(
-            phase, results[phase][0], 1000.0 * args.batch / results[phase][0], results[phase][1], args.height,
-            args.width, args.depth, args.batch), flush=True)
+        print("{:27s} {:6.1f} images/s  {:6.1f} ms/step  CPU {:6.1f} ms/step  ({})".format(
+            phase, results[phase][0], 1000.0 * args.batch / results[phase][0], results[phase][1], setting),
+            flush=True)
     tf_float = results["float, TF's conv gradients"]
     print("MatMul gradients against TF's: speed-up {:.2f}x wall, {:.2f}x CPU".format(
         results["float"][0] / tf_float[0], tf_float[1] / results["float"][1]))

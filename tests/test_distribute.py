@@ -249,6 +249,6 @@ def test_distribute_bounds_must_be_positive(key):
     from app.errors import UserError
     from training.config import DistributeConfig
     from training.distribute import check_config
-    check_config(DistributeConfig())
+    check_config(DistributeConfig(), 8)
     with pytest.raises(UserError, match=r"distribute\.{}: expected > 0 seconds, got 0".format(key)):
-        check_config(DistributeConfig(**{key: 0}))
+        check_config(DistributeConfig(**{key: 0}), 8)

@@ -233,6 +233,10 @@ class DistributeConfig:
     join_timeout_s: float = opt(
         600.0, "Multi-worker: seconds to wait at start for every worker of TF_CONFIG to join the "
         "cluster before this one exits 1.")
+    cpu_replicas: str = opt(
+        "auto", "CPU-only host: replicas each batch is split over, each on its share of the cores "
+        "(batch-norm statistics per replica, as on GPUs); auto = up to one per core, at least 4 "
+        "images each; 1 = one replica.")
 
 
 # OD API preprocessing step -> the train key that enables it, in the order training applies them

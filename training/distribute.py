@@ -1,6 +1,7 @@
 """Which tf.distribute strategy trains, which worker writes the run, where the others write.
 
-One machine, one device: the default strategy. Several GPUs: MirroredStrategy. TF_CONFIG
+One machine: MirroredStrategy over several GPUs, or over CPU replicas (training/cpu_replicas.py,
+`distribute.cpu_replicas`) on a CPU-only host, else the default strategy. TF_CONFIG
 set: MultiWorkerMirroredStrategy, one process per machine, all passing the same --workdir
 (shared storage, or a copy of the chief's workdir at the same path).
 
@@ -25,6 +26,7 @@ import time
 import tensorflow as tf
 
 from app.errors import UserError
+from training import cpu_replicas
 from training.join_guard import JoinGuard
 
 # What a collective raises when a peer worker is gone: a dead peer stops sending the
@@ -34,17 +36,20 @@ from training.join_guard import JoinGuard
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
 
 
-def choose_strategy(join_timeout_s):
-    """MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs, else the default strategy.
+def choose_strategy(distribute_cfg, batch_size):
+    """MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs or CPU replicas, else the
+    default strategy.
 
     Joining a multi-worker cluster waits for every worker of TF_CONFIG; a worker still waiting
-    after `join_timeout_s` seconds exits 1 with one line (join_guard.JoinGuard).
+    after `distribute_cfg.join_timeout_s` seconds exits 1 with one line (join_guard.JoinGuard).
+    A CPU-only host splits each batch of `batch_size` over `distribute_cfg.cpu_replicas`.
     """
     if os.environ.get("TF_CONFIG"):
-        return _join_cluster(join_timeout_s)
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+        return _join_cluster(distribute_cfg.join_timeout_s)
+    if tf.config.list_physical_devices("GPU"):
+        gpus = len(tf.config.list_logical_devices("GPU"))
+        return tf.distribute.MirroredStrategy() if gpus > 1 else tf.distribute.get_strategy()
+    return cpu_replicas.strategy(distribute_cfg.cpu_replicas, batch_size) or tf.distribute.get_strategy()
 
 
 def _join_cluster(join_timeout_s):
@@ -65,12 +70,14 @@ def _cluster_addresses():
                      for i, address in enumerate(addresses))
 
 
-def check_config(distribute_cfg):
-    """Raises UserError unless every bound of the `distribute` section is > 0 seconds."""
+def check_config(distribute_cfg, batch_size):
+    """Raises UserError unless every bound of the `distribute` section is > 0 seconds and
+    `cpu_replicas` splits `batch_size`."""
     for key in ("peer_timeout_s", "startup_timeout_s", "join_timeout_s"):
         value = getattr(distribute_cfg, key)
         if not value > 0:
             raise UserError("config: distribute.{}: expected > 0 seconds, got {}".format(key, value))
+    cpu_replicas.check_setting(distribute_cfg.cpu_replicas, batch_size)
 
 
 def is_chief(strategy):

@@ -61,7 +61,7 @@ def config_with_overrides(cfg, data_dir=None, steps=None, skip_bad=False, out=No
     if cfg.train.steps < 1:
         raise UserError("config: train.steps: expected >= 1, got {}".format(cfg.train.steps))
     check_train_config(cfg.train)
-    distribute.check_config(cfg.distribute)
+    distribute.check_config(cfg.distribute, cfg.train.batch_size)
     if resume and steps is not None:
         train_cfg = training_config.app_config.replace(cfg.train, steps=steps)
         check_train_config(train_cfg)
@@ -353,9 +353,12 @@ def train(cfg, workdir, decoded, cache=False, eval_examples=None, resume=False, 
       The Trainer after the last step.
     """
     check_train_config(cfg.train)
-    distribute.check_config(cfg.distribute)
-    strategy = strategy or distribute.choose_strategy(cfg.distribute.join_timeout_s)
+    distribute.check_config(cfg.distribute, cfg.train.batch_size)
+    strategy = strategy or distribute.choose_strategy(cfg.distribute, cfg.train.batch_size)
     state = run_dir.prepare(workdir, cfg, resume, write=distribute.is_chief(strategy))
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        out.write("training on {} replicas of {} images each\n".format(replicas, cfg.train.batch_size // replicas))
     anchors = app_anchors.anchors_from_config(cfg.model)
     dataset = pipeline.train_dataset(decoded, cfg, anchors, cfg.train.batch_size, cache=cache,
                                      seed=cfg.train.seed)
@@ -414,7 +417,7 @@ def run(args):
                                 args.skip_bad, resume=args.resume)
     workdir = args.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.config))[0])
-    strategy = distribute.choose_strategy(cfg.distribute.join_timeout_s)  # config_with_overrides checked it
+    strategy = distribute.choose_strategy(cfg.distribute, cfg.train.batch_size)  # config_with_overrides checked it
     examples = data_io.load_split(cfg.data, "train", cfg.model.labels)
     eval_examples = data_io.load_split(cfg.data, "eval", cfg.model.labels)
     if cfg.eval.max_images:
