@@ -4,7 +4,8 @@
 
 Both trainers run as their own command line on the same synthetic TFRecords
 (`edgedet-train synth`, or --data) with the same config (config.yaml's model and train
-sections, float only; the OD API gets them as a pipeline.config), one after the other:
+sections, float only; the OD API gets them as a pipeline.config; edgedet on the CPU
+replicas the config's whole run would get), one after the other:
 OD API, edgedet, OD API, edgedet, ... Each run is timed from its step-100 progress line
 (tracing and warm-up done) to its last one: wall seconds per step and CPU seconds per
 step (user + system of the process, from /proc). On a host shared with other jobs the
@@ -31,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from app.errors import run_cli  # noqa: E402
 from training import config as training_config  # noqa: E402
+from training import cpu_replicas  # noqa: E402
 
 replace = training_config.app_config.replace
 DEFAULT_VENV = os.environ.get("ODAPI_VENV", "/work/odapi-venv")
@@ -144,10 +146,14 @@ def pipeline_config(cfg, data_dir):
 
 
 def float_config(cfg, steps):
-    """`cfg` trained float only for `steps` steps, logged every LOG_EVERY, one checkpoint, a small eval."""
+    """`cfg` trained float only for `steps` steps, logged every LOG_EVERY, one checkpoint, a small
+    eval, on the CPU replicas `cfg`'s whole run gets (distribute.cpu_replicas auto counts its float steps)."""
     train = replace(cfg.train, steps=steps, log_every=LOG_EVERY, checkpoint_every=steps, eval_every=0,
                     quantization=replace(cfg.train.quantization, enabled=False))
-    return replace(cfg, train=train, eval=replace(cfg.eval, max_images=8))
+    replicas = cpu_replicas.replica_count(cfg.distribute.cpu_replicas, cfg.train.batch_size,
+                                          cpu_replicas.host_cores(), cpu_replicas.float_steps(cfg.train))
+    return replace(cfg, train=train, eval=replace(cfg.eval, max_images=8),
+                   distribute=replace(cfg.distribute, cpu_replicas=str(replicas)))
 
 
 def _cpu_seconds(pid):
@@ -253,9 +259,9 @@ def main(argv=None):
     os.makedirs(workdir, exist_ok=True)
     data = args.data or _synth(workdir, 800)
     pipeline_path, config_path = write_configs(cfg, data, workdir)
-    print("{}x{}, depth {}, batch {}, {} steps per run; runs and logs in {}".format(
+    print("{}x{}, depth {}, batch {}, {} steps per run, edgedet on {} CPU replica(s); runs and logs in {}".format(
         cfg.model.input_height, cfg.model.input_width, cfg.model.depth_multiplier, cfg.train.batch_size,
-        args.steps, workdir), flush=True)
+        args.steps, cfg.distribute.cpu_replicas, workdir), flush=True)
     rows, loads = [], []
     for i in range(1, args.rounds + 1):
         log = os.path.join(workdir, "{}_%d.log" % i)

@@ -151,7 +151,7 @@ def main():
     cfg = replace(cfg, model=replace(cfg.model, input_height=args.height, input_width=args.width,
                                      depth_multiplier=args.depth),
                   distribute=replace(cfg.distribute, cpu_replicas=args.cpu_replicas or cfg.distribute.cpu_replicas))
-    strategy = distribute.choose_strategy(cfg.distribute, args.batch)  # before TensorFlow starts
+    strategy = distribute.choose_strategy(cfg.distribute, replace(cfg.train, batch_size=args.batch))  # before TF starts
     anchors = app_anchors.anchors_from_config(cfg.model)
     decoded = synthetic_decoded(64, 240, 280)
     ds = pipeline.train_dataset(decoded, cfg, anchors, args.batch, cache=True)

@@ -21,11 +21,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("batch,cores,expected", [
     (8, 2, 2), (8, 1, 1), (8, 8, 2), (6, 2, 1), (12, 8, 3), (16, 4, 4), (2, 2, 1), (7, 4, 1)])
 def test_auto_is_the_most_replicas_of_at_least_4_images_up_to_one_per_core(batch, cores, expected):
-    assert cpu_replicas.replica_count("auto", batch, cores) == expected
+    assert cpu_replicas.replica_count("auto", batch, cores, 4000) == expected
+
+
+def test_auto_leaves_short_runs_on_one_device():
+    assert cpu_replicas.replica_count("auto", 8, 2, cpu_replicas.MIN_SPLIT_STEPS) == 2
+    assert cpu_replicas.replica_count("auto", 8, 2, cpu_replicas.MIN_SPLIT_STEPS - 1) == 1
 
 
 def test_a_count_is_taken_as_it_is():
-    assert cpu_replicas.replica_count("3", 12, 1) == 3
+    assert cpu_replicas.replica_count("3", 12, 1, 10) == 3
+
+
+def test_float_steps_end_at_the_quantization_delay():
+    from training.config import app_config, load_config
+    train = load_config().train  # 5000 steps, quantization-aware from 4000
+    assert cpu_replicas.float_steps(train) == 4000
+    assert cpu_replicas.float_steps(app_config.replace(train, steps=3000)) == 3000
+    off = app_config.replace(train.quantization, enabled=False)
+    assert cpu_replicas.float_steps(app_config.replace(train, quantization=off)) == 5000
 
 
 @pytest.mark.parametrize("setting,message", [
@@ -48,9 +62,10 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
     from training import cpu_replicas
+    from training.config import load_config
     if sys.argv[1] == "started":
         tf.constant(1.0) + 1.0  # TensorFlow starts with its one CPU device
-    strategy = cpu_replicas.strategy("2", 8)
+    strategy = cpu_replicas.strategy("2", load_config().train)
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync if strategy else None,
         "devices": list(strategy.extended.worker_devices) if strategy else [],

@@ -44,6 +44,9 @@ def test_pipeline_imports_back_to_the_same_model_and_train_sections(tmp_path):
     assert imported.train.steps == 400 and not imported.train.quantization.enabled
     assert imported.data.train == str(tmp_path / "synth" / "train.tfrecord")
     assert imported.data.shuffle_buffer == cfg.data.shuffle_buffer
+    # edgedet runs on the replicas of the config's whole run (4000 float steps), not of 400 steps.
+    from training import cpu_replicas
+    assert cfg.distribute.cpu_replicas == str(cpu_replicas.replica_count("auto", 8, cpu_replicas.host_cores(), 4000))
 
 
 def test_pipeline_refuses_augmentations_it_does_not_write():

@@ -236,7 +236,7 @@ class DistributeConfig:
     cpu_replicas: str = opt(
         "auto", "CPU-only host: replicas each batch is split over, each on its share of the cores "
         "(batch-norm statistics per replica, as on GPUs); auto = up to one per core, at least 4 "
-        "images each; 1 = one replica.")
+        "images each, in runs of at least 2000 float steps; 1 = one replica.")
 
 
 # OD API preprocessing step -> the train key that enables it, in the order training applies them

@@ -5,7 +5,9 @@ ops of an SSD train step are small: at the demo size (192x224, depth 0.5, batch 
 a step took 80 ms and 138 CPU ms this way, and 60 ms and 117 CPU ms as 2 replicas of 4 images on
 one thread each (MirroredStrategy over logical CPU devices; benchmarks/train_speed.py). The batch
 and the gradients are the same; batch-norm statistics are per replica, as on several GPUs, so
-`auto` keeps at least MIN_REPLICA_BATCH images on each.
+`auto` keeps at least MIN_REPLICA_BATCH images on each. Two replicas trace and compile slower
+(+6 s for the float step, +14 s for the quantization-aware one, whose steps gain little), so
+`auto` splits only runs with at least MIN_SPLIT_STEPS float steps.
 
 Logical devices and thread counts can only be set before TensorFlow starts in this process;
 after that (a second model trained in one process), the devices made by the first call serve.
@@ -19,6 +21,8 @@ from app.errors import UserError
 
 # The fewest images per replica `auto` leaves (each replica's batch-norm statistics).
 MIN_REPLICA_BATCH = 4
+# The fewest float steps `auto` splits: at ~15 ms saved a step, what pays for the slower traces.
+MIN_SPLIT_STEPS = 2000
 KEY = "distribute.cpu_replicas"
 
 
@@ -27,11 +31,14 @@ def host_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def replica_count(setting, batch_size, cores):
-    """Replicas for `setting` ("auto" or a count): auto is the most, up to `cores`, that split
-    `batch_size` evenly into at least MIN_REPLICA_BATCH images each (1 if none does)."""
+def replica_count(setting, batch_size, cores, float_steps):
+    """Replicas for `setting` ("auto" or a count): auto is 1 for fewer than MIN_SPLIT_STEPS
+    `float_steps`, else the most, up to `cores`, that split `batch_size` evenly into at least
+    MIN_REPLICA_BATCH images each (1 if none does)."""
     if setting != "auto":
         return int(setting)
+    if float_steps < MIN_SPLIT_STEPS:
+        return 1
     fits = [n for n in range(1, cores + 1) if batch_size % n == 0 and batch_size // n >= MIN_REPLICA_BATCH]
     return max(fits or [1])
 
@@ -59,8 +66,14 @@ def cpu_devices(count):
     return [d.name for d in tf.config.list_logical_devices("CPU")][:count]
 
 
-def strategy(setting, batch_size):
-    """MirroredStrategy over the CPU replicas `setting` asks for, or None for one."""
-    count = replica_count(setting, batch_size, host_cores())
+def float_steps(train_cfg):
+    """The float steps of a run of `train_cfg` (all of them without quantization-aware training)."""
+    q = train_cfg.quantization
+    return min(train_cfg.steps, q.delay) if q.enabled else train_cfg.steps
+
+
+def strategy(setting, train_cfg):
+    """MirroredStrategy over the CPU replicas `setting` asks for a run of `train_cfg`, or None for one."""
+    count = replica_count(setting, train_cfg.batch_size, host_cores(), float_steps(train_cfg))
     devices = cpu_devices(count) if count > 1 else []
     return tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else None

@@ -8,7 +8,8 @@ default network, SSD MobileNetV2 as the seed pipeline.config defines it:
     rules (`min_depth` on non-expansion convs, the last 1x1 conv scaled by alpha);
     its stride-2 depthwise convs pad SAME instead of after a ZeroPadding2D layer, as
     the OD API's MobileNetV2 does without use_explicit_padding (the same numbers:
-    Keras pads what SAME pads, one fewer op and its gradient per stride-2 block);
+    Keras pads what SAME pads; a Pad op and its gradient fewer per stride-2 block in
+    training, and the same exported graph, where the converter folded the pads);
   * feature maps: 'block_13_expand_relu' (stride 16), 'out_relu' (stride 32), then
     extra layers of depth 512, 256, 256, 128 (times depth_multiplier, at least
     min_depth), each a 1x1 conv to depth/2 and a 3x3 stride-2 SAME conv, BN + RELU6;

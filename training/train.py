@@ -354,7 +354,7 @@ def train(cfg, workdir, decoded, cache=False, eval_examples=None, resume=False, 
     """
     check_train_config(cfg.train)
     distribute.check_config(cfg.distribute, cfg.train.batch_size)
-    strategy = strategy or distribute.choose_strategy(cfg.distribute, cfg.train.batch_size)
+    strategy = strategy or distribute.choose_strategy(cfg.distribute, cfg.train)
     state = run_dir.prepare(workdir, cfg, resume, write=distribute.is_chief(strategy))
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:
@@ -417,7 +417,7 @@ def run(args):
                                 args.skip_bad, resume=args.resume)
     workdir = args.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.config))[0])
-    strategy = distribute.choose_strategy(cfg.distribute, cfg.train.batch_size)  # config_with_overrides checked it
+    strategy = distribute.choose_strategy(cfg.distribute, cfg.train)  # config_with_overrides checked it
     examples = data_io.load_split(cfg.data, "train", cfg.model.labels)
     eval_examples = data_io.load_split(cfg.data, "eval", cfg.model.labels)
     if cfg.eval.max_images:
