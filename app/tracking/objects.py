@@ -129,18 +129,18 @@ class SourceObjects(object):
         zones, tests = self._zones_and_edges(width, height)
         inside = zones_mod.inside_each(tests, [zones_mod.bottom_centre(box) for box in tracks.boxes])
         events = [self._end(i, now) for i in tracks.ended if i in self._objects]
-        events += self._advance(tracks, zones, inside, now)
-        objects = [self._objects[i].fields(self.source) for i in tracks.ids]
+        objects = self._advance(tracks, zones, inside, now, events)
         return ObjectFrame(objects, zones, np.array(_detection_ids(keep, tracks.detection_ids), np.int64), events)
 
     def finish(self, now):
         """`end` events of every live object (the app is stopping)."""
         return [self._end(i, now) for i in list(self._objects)]
 
-    def _advance(self, tracks, zones, inside, now):
-        """Updates the objects of the confirmed tracks (tracker.TrackLists); returns their new/update
-        events. `inside`: [M] lists of Z bools, bottom centres in the zones."""
-        events, seen = [], round(now, 3)
+    def _advance(self, tracks, zones, inside, now, events):
+        """Updates the objects of the confirmed tracks (tracker.TrackLists), appends their new/update
+        events to `events`; returns their event fields. `inside`: [M] lists of Z bools, bottom
+        centres in the zones."""
+        objects, seen = [], round(now, 3)
         for track_id, start, class_id, matched, values, hits in zip(
                 tracks.ids, tracks.start_times, tracks.class_ids, tracks.matched,
                 _rounded_values(tracks.boxes, tracks.scores), inside):
@@ -154,7 +154,8 @@ class SourceObjects(object):
             event = self._event(obj, now)
             if event is not None:
                 events.append(event)
-        return events
+            objects.append(obj.fields(self.source))
+        return objects
 
     def _event(self, obj, now):
         state = (obj.label, obj.top_score, obj.current_zones)

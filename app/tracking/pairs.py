@@ -46,28 +46,19 @@ def iou_pairs_within(boxes, least):
 
 def _python_pairs(boxes_a, boxes_b, least, upper):
     """`iou_pairs` in python; `upper`: boxes_b is boxes_a and only pairs j > i are wanted."""
-    areas_b = [_area(box) for box in boxes_b]
     found = []
     for i, (ax0, ay0, ax1, ay1) in enumerate(boxes_a):
-        area_a = _area((ax0, ay0, ax1, ay1))
         first = i + 1 if upper else 0
-        for j in range(first, len(boxes_b)):
-            bx0, by0, bx1, by1 = boxes_b[j]
+        for j, (bx0, by0, bx1, by1) in enumerate(boxes_b[first:], first):
             width = (ax1 if ax1 < bx1 else bx1) - (ax0 if ax0 > bx0 else bx0)
             if width > 0:  # most pairs of a frame do not overlap: no more work on them
                 height = (ay1 if ay1 < by1 else by1) - (ay0 if ay0 > by0 else by0)
-                if height > 0:
+                if height > 0:  # then both boxes' sides are > 0 too: their areas need no clamp
                     inter = width * height
-                    iou = inter / (area_a + areas_b[j] - inter)  # the union holds the intersection: > 0
+                    iou = inter / ((ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter)
                     if iou >= least:
                         found.append((iou, i, j))
     return found
-
-
-def _area(box):
-    """Area of a box (x0, y0, x1, y1) of python floats; 0 when a side is negative (as iou_matrix)."""
-    width, height = box[2] - box[0], box[3] - box[1]
-    return (width if width > 0 else 0.0) * (height if height > 0 else 0.0)
 
 
 def _numpy_pairs(boxes_a, boxes_b, least, upper):

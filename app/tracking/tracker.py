@@ -217,14 +217,16 @@ class Tracker(object):
         for track, box in zip(self._tracks, predicted):
             track.box = box
         parent = duplicate_parents(boxes, scores)
-        primary = range(len(boxes)) if parent is None else [k for k, p in enumerate(parent) if p == k]
+        candidates = iou_pairs(predicted, boxes, self.min_iou)
+        if parent is not None:  # a duplicate is matched through its primary only
+            candidates = [c for c in candidates if parent[c[2]] == c[2]]
         owner = [None] * len(boxes)  # the track of each primary detection
-        for r, c in greedy_pairs(iou_pairs(predicted, [boxes[k] for k in primary], self.min_iou)):
-            owner[primary[c]] = self._tracks[r]
-            self._tracks[r].correct(boxes[primary[c]], scores[primary[c]])
+        for r, k in greedy_pairs(candidates):
+            owner[k] = self._tracks[r]
+            owner[k].correct(boxes[k], scores[k])
         ended = self._drop_dead()
-        for k in primary:
-            if owner[k] is None:
+        for k, track in enumerate(owner):
+            if track is None and (parent is None or parent[k] == k):
                 owner[k] = self._spawn(boxes[k], scores[k], now)
         owners = owner if parent is None else [owner[p] for p in parent]
         for track, class_id, score in zip(owners, class_ids, scores):
