@@ -18,12 +18,6 @@ def float32_values(values):
     return array.array("f", values).tolist()
 
 
-def float32_rows(rows):
-    """[R] lists of 4 python floats: `rows` ([R] sequences of 4, e.g. boxes) rounded to float32."""
-    flat = float32_values([v for row in rows for v in row])
-    return [flat[i:i + 4] for i in range(0, len(flat), 4)]
-
-
 def listed(values, dtype, width=None):
     """Python values (lists of ints or floats) of an array-like: one asarray, reshape and tolist.
 

@@ -14,16 +14,18 @@ real objects that overlap that much are tracked as one until they part.
 A frame holds a few detections and tracks, and the output thread that runs the tracker sleeps
 33 ms between frames, so every numpy call costs several us with cold caches. The tracks are
 therefore python objects and a frame is a loop over python floats, with the arithmetic the arrays
-had (float64 states, float32 boxes); the one part that grows with the square of the boxes, their
-IoU pairs, goes to numpy for large frames (app.tracking.pairs). `update` takes and gives arrays;
-`track` does the same on python lists (the object stage's).
+had (float64 states, float32 detection boxes). Predicted boxes are matched in float64 (the arrays
+rounded them to float32 first: the IoUs differ in the 8th digit, and matches did not, over 3 x 2000
+frames). The one part that grows with the square of the boxes, their IoU pairs, goes to numpy for
+large frames (app.tracking.pairs). `update` takes and gives arrays; `track` does the same on
+python lists (the object stage's).
 """
 
 import collections
 
 import numpy as np
 
-from app.tracking.floats import float32_rows, listed
+from app.tracking.floats import listed
 from app.tracking.pairs import greedy_pairs, iou_pairs, iou_pairs_within
 
 # Correction gains of the alpha-beta filter: position follows a detection by ALPHA of the
@@ -45,7 +47,8 @@ DUPLICATE_IOU = 0.7
 #   ended: int64 [E] ids of the tracks that ended this frame.
 TrackFrame = collections.namedtuple(
     "TrackFrame", "ids boxes class_ids scores matched start_times detection_ids ended")
-# The same fields as python lists (boxes as [x0, y0, x1, y1] lists of float32 values): `Tracker.track`.
+# The same fields as python lists (`Tracker.track`); a box is [x0, y0, x1, y1]: the detection's float32
+# values when matched, else the prediction's float64 values (TrackFrame rounds them to float32).
 TrackLists = collections.namedtuple("TrackLists", TrackFrame._fields)
 _DTYPES = (np.int64, np.float32, np.int32, np.float32, bool, np.float64, np.int64, np.int64)
 
@@ -146,8 +149,8 @@ class _Track(object):
         (s0, s1, s2, s3), (v0, v1, v2, v3) = self.state, self.velocity
         self.state = [s0 + v0, s1 + v1, s2 + v2, s3 + v3]
         self.misses += 1
-        self.score = 0.0
-        return corners_of(self.state)
+        self.box, self.score = corners_of(self.state), 0.0
+        return self.box
 
     def correct(self, box, score):
         """Alpha-beta correction towards a detection (box of python floats); the second hit sets the velocity."""
@@ -213,9 +216,7 @@ class Tracker(object):
         """`update` on python values: boxes [K] lists (x0, y0, x1, y1) of float32 values (pixels),
         class_ids [K] ints, scores [K] float32 values; returns TrackLists."""
         self._check(boxes, class_ids, scores)
-        predicted = float32_rows([track.predict() for track in self._tracks])
-        for track, box in zip(self._tracks, predicted):
-            track.box = box
+        predicted = [track.predict() for track in self._tracks]
         parent = duplicate_parents(boxes, scores)
         candidates = iou_pairs(predicted, boxes, self.min_iou)
         if parent is not None:  # a duplicate is matched through its primary only
