@@ -13,8 +13,8 @@ import numpy as np
 from app.model.nms import iou_matrix
 
 # Most box pairs done in python: up to here python was faster both back to back and on a thread
-# woken every 33 ms (8 x 8 pairs: 5.8 against numpy's 19.6 us, 33 against 169 us woken; 16 x 16:
-# 19.7 against 23.8 us); at 24 x 24 numpy was faster back to back (29 against 40 us).
+# woken every 33 ms (8 x 8 pairs: 4.6 against numpy's 20 us, 21 against 188 us woken; 16 x 16:
+# 16 against 24 us); at 24 x 24 numpy was faster back to back (29 against 34 us).
 PYTHON_PAIRS = 256
 
 
