@@ -39,20 +39,11 @@ def test_python_and_numpy_pairs_are_the_same_floats():
     assert pairs.iou_pairs(a, b, 0.3) == pairs._numpy_pairs(a, b, 0.3, False)  # 1200 pairs: numpy's path
 
 
-def _moving_scene(frames, count, seed=0):
-    """Per frame (boxes float32 [K, 4] pixels, class ids, scores) of `count` boxes moving up to 4 px
-    a frame, some missing in each frame, two of them twice (duplicates), some crossing."""
-    rng = np.random.RandomState(seed)
-    corner, size = rng.uniform(0, 400, (count, 2)), rng.uniform(20, 60, (count, 2))
-    speed = rng.uniform(-4, 4, (count, 2))
-    found = []
-    for i in range(frames):
-        at = corner + speed * i + rng.normal(0, 1, (count, 2))
-        seen = rng.uniform(0, 1, count) > 0.1
-        boxes = np.concatenate([at, at + size], axis=1)[seen].astype(np.float32)
-        boxes = np.concatenate([boxes, boxes[:2] + 1.0])  # a second label's box on two objects: duplicates
-        found.append((boxes, rng.randint(0, 3, len(boxes)), rng.uniform(0.3, 1, len(boxes)).astype(np.float32)))
-    return found
+def _moving_scene(frames, count):
+    """benchmarks.tracking.moving_boxes with a second label's box on two of the objects (duplicates)."""
+    from benchmarks.tracking import moving_boxes
+    return [(np.concatenate([boxes, boxes[:2] + 1.0]), np.concatenate([ids, (ids[:2] + 1) % 3]), np.concatenate([s, s[:2]]))
+            for boxes, ids, s in moving_boxes(count, frames)]
 
 
 def _track_all(scene):
