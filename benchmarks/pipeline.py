@@ -438,9 +438,10 @@ def print_parts(args, threads):
             for paced in (True, False):
                 with timed_parts(PARTS) as totals:
                     cost = outputs_cost(args, threads, frames, paced, port, sides=("objects",))
+                stage_us = 1000 * statistics.median(cost["sinks"]["objects"]["object stage"])
                 print("-- the object stage's parts, us per frame (mean over {} frames, timers included), {}: "
                       "object stage {:.1f} us median".format(frames, "paced at 30 fps" if paced else "back to back",
-                                                            1000 * statistics.median(cost["sinks"]["objects"]["object stage"])))
+                                                            stage_us))
                 for label, total in totals.items():
                     print("{:48s} {:6.1f}".format(label, 1e6 * total / frames))
         finally:

@@ -42,13 +42,14 @@ def test_python_and_numpy_pairs_are_the_same_floats():
 def _moving_scene(frames, count):
     """benchmarks.tracking.moving_boxes with a second label's box on two of the objects (duplicates)."""
     from benchmarks.tracking import moving_boxes
-    return [(np.concatenate([boxes, boxes[:2] + 1.0]), np.concatenate([ids, (ids[:2] + 1) % 3]), np.concatenate([s, s[:2]]))
-            for boxes, ids, s in moving_boxes(count, frames)]
+    return [(np.concatenate([boxes, boxes[:2] + 1.0]), np.concatenate([ids, (ids[:2] + 1) % 3]),
+             np.concatenate([scores, scores[:2]])) for boxes, ids, scores in moving_boxes(count, frames)]
 
 
 def _track_all(scene):
     t = tracker.Tracker(3, min_hits=2, max_age=3)
-    return [[v.tolist() for v in t.update(boxes, ids, scores, i / 30.0)] for i, (boxes, ids, scores) in enumerate(scene)]
+    return [[v.tolist() for v in t.update(boxes, ids, scores, i / 30.0)]
+            for i, (boxes, ids, scores) in enumerate(scene)]
 
 
 def test_tracker_gives_the_same_frames_on_python_and_numpy_pairs(monkeypatch):
