@@ -88,7 +88,8 @@ def measure(worker, num_classes, seeds, frames, settings=ObjectsConfig()):
     return {k: float(summary[k].iloc[0]) for k in METRICS}
 
 
-# --speed: boxes per frame of the tracker's own timing (the benchmark scene has 6 shapes; detections are capped at 100).
+# --speed: boxes a frame of the tracker's own timing (the demo bundle keeps at most 15 detections a frame, its
+# postprocess max_detections; other models keep more).
 SPEED_BOXES = (8, 16, 32, 64, 100)
 
 
