@@ -41,6 +41,7 @@ Edge TPU the invoke costs the CPU next to nothing and the ceiling is the TPU's o
     python -m benchmarks.pipeline --model models/demo [--frames 300] [--repeat 5] [--threads 0]
     python -m benchmarks.pipeline --outputs-only [--config benchmarks/all_on.yaml] [--regimes unpaced camera accelerator]
                                   [--paced-frames 300]   # 5 and 6 alone
+    python -m benchmarks.pipeline --parts    # 6's object stage, part by part (perf_counter around each)
     python -m benchmarks.pipeline --make-untrained /tmp/bench_bundle   # demo architecture, untrained
 
 `--make-untrained` builds the demo architecture from config.yaml's model section
@@ -50,6 +51,8 @@ timing before a trained bundle exists. Timings do not depend on the weights.
 
 import argparse
 import collections
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -67,7 +70,7 @@ from app.model import postprocess
 from app.model.bundle import load_bundle
 from app import config
 from app.live_app import LiveApp
-from app.tracking import objects
+from app.tracking import filters, objects, tracker, zones
 from app.pipeline.threads import FrameResult, Pipeline
 from app.capture.sources import SyntheticSource
 from app.pipeline.stats import Stats
@@ -344,19 +347,19 @@ def _output_ms(app, stages, frames, paced):
     return times[10:], {k: v[10:] for k, v in by_sink.items()}, float(np.mean(counts[10:]))
 
 
-def outputs_cost(args, threads, frames, paced, mqtt_port):
+def outputs_cost(args, threads, frames, paced, mqtt_port, sides=SIDES):
     """Output-thread ms per frame of each side (SIDES) on the same 6-shape frames (paced at 30 fps,
     or back to back: on this VM a thread woken every 33 ms runs the same code several times slower
     than one kept busy, cold caches; the truth for a camera lies between).
 
     Returns:
       {side: [ms per frame], "sinks": {side: {"decode", "object stage" or sink class: [ms per frame]}},
-       "objects per frame": mean objects per frame}.
+       "objects per frame": mean objects per frame}, for each of `sides`.
     """
     found = {"sinks": {}}
     with tempfile.TemporaryDirectory(prefix="edgedet-bench-") as folder:
         scene = None
-        for side in SIDES:
+        for side in sides:
             cfg = outputs_config(args.config, args.model, threads, folder, side, mqtt_port=mqtt_port)
             app = LiveApp(cfg, NO_OVERRIDES, args.config)  # not started: its sinks as the app builds them
             labels = app.live.labels
@@ -376,6 +379,71 @@ def print_outputs(args, threads):
             for paced in (True, False):
                 _print_cost(outputs_cost(args, threads, min(args.frames, 300), paced, port),
                             "paced at 30 fps" if paced else "back to back")
+        finally:
+            if broker is not None:
+                broker.kill()
+                broker.wait()
+
+
+# --parts: the object stage's parts timed with perf_counter (where each is looked up, its name there, what it is).
+PARTS = (
+    (objects, "listed", "inputs as python lists (3 arrays)"),
+    (filters, "kept", "filters"),
+    (tracker.Tracker, "track", "tracker"),
+    (tracker._Track, "predict", "  predictions (per track)"),
+    (tracker, "duplicate_parents", "  duplicates (IoU pairs within the detections)"),
+    (tracker, "iou_pairs", "  IoU pairs, predictions x detections"),
+    (tracker, "greedy_pairs", "  greedy matching"),
+    (tracker._Track, "correct", "  alpha-beta corrections (per match)"),
+    (tracker._Track, "vote", "  label votes (per detection)"),
+    (tracker.Tracker, "_lists", "  the frame's lists"),
+    (zones, "inside_each", "zone tests"),
+    (objects.SourceObjects, "_advance", "objects: zones, events, fields"),
+    (objects, "_rounded_values", "  event values rounded"),
+)
+
+
+@contextlib.contextmanager
+def timed_parts(parts):
+    """Wraps each (owner, name, label) of `parts` with a perf_counter timer while the block runs;
+    yields {label: total seconds}. Each wrapper adds ~0.3 us a call back to back (more paced)."""
+    totals, saved = collections.OrderedDict((label, 0.0) for _, _, label in parts), []
+
+    def wrap(function, label):
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[label] += time.perf_counter() - start
+        return timed
+
+    for owner, name, label in parts:
+        saved.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, wrap(getattr(owner, name), label))
+    try:
+        yield totals
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+def print_parts(args, threads):
+    """us per frame of each part of the object stage (PARTS), the "objects" side paced and back to back."""
+    frames = min(args.frames, 300)
+    with tempfile.TemporaryDirectory(prefix="edgedet-broker-") as folder:
+        broker, port = _broker(args.config, folder)
+        try:
+            for paced in (True, False):
+                with timed_parts(PARTS) as totals:
+                    cost = outputs_cost(args, threads, frames, paced, port, sides=("objects",))
+                stage_us = 1000 * statistics.median(cost["sinks"]["objects"]["object stage"])
+                print("-- the object stage's parts, us per frame (mean over {} frames, timers included), {}: "
+                      "object stage {:.1f} us median".format(frames, "paced at 30 fps" if paced else "back to back",
+                                                            stage_us))
+                for label, total in totals.items():
+                    print("{:48s} {:6.1f}".format(label, 1e6 * total / frames))
         finally:
             if broker is not None:
                 broker.kill()
@@ -520,6 +588,7 @@ def main(argv=None):
     parser.add_argument("--make-untrained", metavar="DIR", help="build an untrained demo-architecture bundle")
     parser.add_argument("--config", default=ALL_ON, help="config.yaml of the outputs' 'all on' side")
     parser.add_argument("--outputs-only", action="store_true", help="only the outputs comparison and cost")
+    parser.add_argument("--parts", action="store_true", help="only the object stage's parts, timed (PARTS)")
     parser.add_argument("--regimes", nargs="*", choices=list(REGIMES), default=list(REGIMES),
                         help="fps regimes of the outputs comparison (none: only the output thread's cost)")
     parser.add_argument("--paced-frames", type=int, default=300,
@@ -532,6 +601,9 @@ def main(argv=None):
     bundle = load_bundle(args.model)
     cores = os.cpu_count() or 1
     app_threads = runtime.cpu_threads(args.threads)
+    if args.parts:
+        print_parts(args, app_threads)
+        return 0
     if args.outputs_only:
         print_outputs(args, app_threads)
         return 0

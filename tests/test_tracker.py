@@ -123,3 +123,10 @@ def test_mota_on_the_synthetic_camera_holds_a_floor():
     assert m["num_objects"] > 1000  # 600 frames of 2-4 shapes (1200 track-frames)
     assert m["mota"] >= 0.85  # 0.946 measured
     assert switches_per_100 <= 1.0  # 0.33 measured (4 switches)
+
+
+def test_a_negative_score_can_hand_the_label_to_another_class():
+    t = tracker.Tracker(2, min_hits=1, max_age=5)
+    votes = [(0, 0.5), (1, 0.4), (0, -0.3)]
+    labels = [t.update(_moving(i), [c], [s]).class_ids.tolist() for i, (c, s) in enumerate(votes)]
+    assert labels == [[0], [0], [1]]  # votes 0.5 / 0.4, then 0.2 / 0.4

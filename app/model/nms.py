@@ -41,7 +41,8 @@ def iou_matrix(boxes_a, boxes_b):
       boxes_b: float32 [B, 4] (ymin, xmin, ymax, xmax).
 
     Returns:
-      float32 [A, B]; 0 where the union is empty.
+      float32 [A, B]; 0 where the union is empty. float64 when either input is float64 (the
+      tracker's pairs, app.tracking.pairs, computed as its python loop computes them).
     """
     a, b = boxes_a[:, None, :], boxes_b[None, :, :]
     inter = (np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0)
@@ -51,7 +52,7 @@ def iou_matrix(boxes_a, boxes_b):
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, inter / union, 0.0)
-    return iou.astype(np.float32)
+    return iou.astype(np.float64 if np.float64 in (boxes_a.dtype, boxes_b.dtype) else np.float32)
 
 
 def iou_one_to_many(box, boxes):

@@ -8,6 +8,7 @@ import collections
 
 import numpy as np
 
+from app.tracking.floats import listed
 from app.tracking.zones import label_ids
 
 # Tuples of python values per class id: keep (bool), min_score, min_area, max_area (inf = no limit).
@@ -47,9 +48,14 @@ def keep_mask(rules, boxes, class_ids, scores):
       class_ids: int [K] 0-based; ids without a label are dropped.
       scores: float [K].
     """
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4).tolist()  # python floats are float64: areas as before
+    return np.array(kept(rules, listed(boxes, np.float64, 4), listed(class_ids, np.int64), listed(scores, np.float64)),
+                    bool)
+
+
+def kept(rules, boxes, class_ids, scores):
+    """`keep_mask` on python values: boxes [K] lists (x0, y0, x1, y1), class_ids [K] ints, scores
+    [K] floats; returns [K] bools (areas in float64, as the values are)."""
     count = len(rules.keep)
-    return np.array([0 <= c < count and rules.keep[c] and s >= rules.min_score[c]
-                     and rules.min_area[c] <= (b[2] - b[0]) * (b[3] - b[1]) <= rules.max_area[c]
-                     for b, c, s in zip(boxes, np.asarray(class_ids, np.int64).tolist(),
-                                        np.asarray(scores, np.float64).tolist())], bool)
+    return [0 <= c < count and rules.keep[c] and s >= rules.min_score[c]
+            and rules.min_area[c] <= (b[2] - b[0]) * (b[3] - b[1]) <= rules.max_area[c]
+            for b, c, s in zip(boxes, class_ids, scores)]

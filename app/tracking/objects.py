@@ -20,12 +20,14 @@ is in a zone once its box's bottom centre was inside for `inertia` frames runnin
 
 import collections
 import logging
+import math
 
 import numpy as np
 
 from app.tracking import filters, zones as zones_mod
 from app.config import SourceObjectsConfig
 from app.errors import UserError
+from app.tracking.floats import float32_values, listed
 from app.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class _Object(object):
         self.sent_at = 0.0
 
     def see(self, values, seen):
-        """This frame's detection: `_rounded` values [x0, y0, x1, y1, area, score]; `seen` its time."""
+        """This frame's detection: `_rounded_values` [x0, y0, x1, y1, area, score]; `seen` its time."""
         self.box, self.area, self.score = values[:4], values[4], values[5]
         self.top_score = max(self.top_score, self.score)
         self.last_seen = seen
@@ -81,7 +83,7 @@ class SourceObjects(object):
             zones_mod.check_zone(zone, self._labels, "{}.zones.{}".format(where, name))
         self._tracker = Tracker(len(self._labels), settings.min_hits, settings.max_age, settings.min_iou)
         self._interval = settings.update_interval_s
-        self._zones_by_size = {}  # (width, height) -> (zones, their joined edges)
+        self._zones_by_size = {}  # (width, height) -> (zones, their zones.ZoneTests)
         self._objects = collections.OrderedDict()
 
     @property
@@ -95,51 +97,53 @@ class SourceObjects(object):
         return self._zones_and_edges(width, height)[0]
 
     def _zones_and_edges(self, width, height):
-        """(zones_for(width, height), zones.joined_edges of them), made once per frame size."""
+        """(zones_for(width, height), zones.zone_tests of them), made once per frame size."""
         if (width, height) not in self._zones_by_size:
             try:
                 found = zones_mod.make_zones(self._zone_configs, self._labels, width, height, self._where + ".zones")
             except UserError as e:
                 log.warning("%s; zones of %s are off for %dx%d frames", e, self.source, width, height)
                 found = []
-            self._zones_by_size[(width, height)] = (found, zones_mod.joined_edges(found))
+            self._zones_by_size[(width, height)] = (found, zones_mod.zone_tests(found))
         return self._zones_by_size[(width, height)]
 
     def update(self, boxes, class_ids, scores, now, width, height):
         """One frame: filter, track, place in zones, make events.
 
         Args:
-          boxes: float32 [K, 4] pixels (x0, y0, x1, y1); class_ids int [K]; scores float [K].
+          boxes: float32 [K, 4] pixels (x0, y0, x1, y1); class_ids int [K]; scores float32 [K] (the
+            filters and the tracker see float32 values: other dtypes are rounded to float32 first).
           now: the frame's wall-clock time in seconds.
           width, height: the frame size in pixels.
 
         Returns:
           ObjectFrame.
         """
-        keep = filters.keep_mask(self._rules, boxes, class_ids, scores)
-        if keep.all():
+        boxes, class_ids, scores = listed(boxes, np.float32, 4), listed(class_ids, np.int64), listed(scores, np.float32)
+        keep = filters.kept(self._rules, boxes, class_ids, scores)
+        if all(keep):
             keep = None  # every detection passed: nothing to copy
         else:
-            boxes, class_ids, scores = boxes[keep], np.asarray(class_ids)[keep], np.asarray(scores)[keep]
-        tracks = self._tracker.update(boxes, class_ids, scores, now)
-        zones, joined = self._zones_and_edges(width, height)
-        inside = zones_mod.contains_each(joined, zones_mod.bottom_centres(tracks.boxes))
-        events = [self._end(i, now) for i in tracks.ended.tolist() if i in self._objects]
-        events += self._advance(tracks, zones, inside, now)
-        objects = [self._objects[i].fields(self.source) for i in tracks.ids.tolist()]
-        return ObjectFrame(objects, zones, _detection_ids(keep, tracks.detection_ids), events)
+            boxes, class_ids, scores = ([v for v, k in zip(values, keep) if k] for values in (boxes, class_ids, scores))
+        tracks = self._tracker.track(boxes, class_ids, scores, now)
+        zones, tests = self._zones_and_edges(width, height)
+        inside = zones_mod.inside_each(tests, [zones_mod.bottom_centre(box) for box in tracks.boxes])
+        events = [self._end(i, now) for i in tracks.ended if i in self._objects]
+        objects = self._advance(tracks, zones, inside, now, events)
+        return ObjectFrame(objects, zones, np.array(_detection_ids(keep, tracks.detection_ids), np.int64), events)
 
     def finish(self, now):
         """`end` events of every live object (the app is stopping)."""
         return [self._end(i, now) for i in list(self._objects)]
 
-    def _advance(self, tracks, zones, inside, now):
-        """Updates the objects of the confirmed tracks (python values: no numpy call per object);
-        returns their new/update events. `inside`: bool [M, Z] bottom centres in the zones."""
-        events, seen = [], round(now, 3)
+    def _advance(self, tracks, zones, inside, now, events):
+        """Updates the objects of the confirmed tracks (tracker.TrackLists), appends their new/update
+        events to `events`; returns their event fields. `inside`: [M] lists of Z bools, bottom
+        centres in the zones."""
+        objects, seen = [], round(now, 3)
         for track_id, start, class_id, matched, values, hits in zip(
-                tracks.ids.tolist(), tracks.start_times.tolist(), tracks.class_ids.tolist(), tracks.matched.tolist(),
-                _rounded(tracks.boxes, tracks.scores), inside.tolist()):
+                tracks.ids, tracks.start_times, tracks.class_ids, tracks.matched,
+                _rounded_values(tracks.boxes, tracks.scores), inside):
             obj = self._objects.get(track_id)
             if obj is None:
                 obj = self._objects[track_id] = _Object(track_id, start)
@@ -150,7 +154,8 @@ class SourceObjects(object):
             event = self._event(obj, now)
             if event is not None:
                 events.append(event)
-        return events
+            objects.append(obj.fields(self.source))
+        return objects
 
     def _event(self, obj, now):
         state = (obj.label, obj.top_score, obj.current_zones)
@@ -170,30 +175,38 @@ class SourceObjects(object):
 
 
 def _detection_ids(keep, tracked):
-    """int64 [K] track id of each of a frame's detections (-1 when filtered out), from `tracked`, those
-    of the kept ones (`keep`: bool [K], or None when every detection was kept)."""
+    """[K] track id of each of a frame's detections (-1 when filtered out), from `tracked`, those of
+    the kept ones (`keep`: [K] bools, or None when every detection was kept)."""
     if keep is None:
         return tracked
-    ids = np.full(len(keep), -1, np.int64)
-    ids[keep] = tracked
-    return ids
-
-
-# Events show boxes and areas to 0.1 px and scores to 1e-4 (python floats: no float32 noise in the JSON).
-_SCALES = np.array([10.0, 10.0, 10.0, 10.0, 10.0, 10000.0])
+    ids = iter(tracked)
+    return [next(ids) if k else -1 for k in keep]
 
 
 def _rounded(boxes, scores):
-    """[M] lists [x0, y0, x1, y1, area, score]: `round(float(v), digits)` of each float32 value, in
-    one go. A float32 times 10 or 10**4 is exact in float64 (24 + 3 or 10 bits), so rint (half to
-    even on the exact value, as round) and the correctly rounded division give round's result.
+    """`_rounded_values` of arrays: boxes float32 [M, 4] pixels (x0, y0, x1, y1), scores float32 [M]."""
+    return _rounded_values(listed(boxes, np.float32, 4), listed(scores, np.float32))
+
+
+def _rounded_values(boxes, scores):
+    """[M] lists [x0, y0, x1, y1, area, score]: `round(float(v), digits)` of each float32 value, the
+    area being the float32 product of the float32 sides (as numpy computes it for float32 boxes).
+    Events show boxes and areas to 0.1 px and scores to 1e-4 (no float32 noise in the JSON).
+
+    A float32 times 10 or 10**4 is exact in float64 (24 + 4 or 14 bits), so round() (half to even
+    on the exact value) and the correctly rounded division give round(v, digits), 3x faster; a zero
+    takes the value's sign, as round's does.
 
     Args:
-      boxes: float32 [M, 4] pixels (x0, y0, x1, y1); scores: float32 [M].
+      boxes: [M] lists (x0, y0, x1, y1) of float32 values, pixels; scores: [M] float32 values.
     """
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # float32, as the box is
-    values = np.column_stack([boxes, area, scores]).astype(np.float64)
-    return (np.rint(values * _SCALES) / _SCALES).tolist()
+    sides = float32_values([v for b in boxes for v in (b[2] - b[0], b[3] - b[1])])
+    areas = float32_values([w * h for w, h in zip(sides[::2], sides[1::2])])
+    sign = math.copysign
+    tenths = [round(v * 10.0) / 10.0 or sign(0.0, v)
+              for box, area in zip(boxes, areas) for v in (box[0], box[1], box[2], box[3], area)]
+    return [tenths[i:i + 5] + [round(score * 10000.0) / 10000.0 or sign(0.0, score)]
+            for i, score in zip(range(0, len(tenths), 5), scores)]
 
 
 def _place(obj, zones, inside, class_id, now):

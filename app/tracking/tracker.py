@@ -1,4 +1,4 @@
-"""SORT-style multi-object tracking of one source's detections (numpy, Python 3.7 / numpy 1.16).
+"""SORT-style multi-object tracking of one source's detections (Python 3.7 / numpy 1.16).
 
 Each track keeps a box state (centre x, centre y, width, height) in source-frame pixels and its
 velocity per frame. Every frame the states are predicted one step ahead (constant velocity),
@@ -11,15 +11,22 @@ labels, each weighted by its score. Detections overlapping by more than DUPLICAT
 one object (per-class NMS leaves one box per label on an object the model is unsure of), so two
 real objects that overlap that much are tracked as one until they part.
 
-All per-track state lives in arrays indexed by track row, so one frame is a few array ops
-whatever the number of tracks.
+A frame holds a few detections and tracks, and the output thread that runs the tracker sleeps
+33 ms between frames, so every numpy call costs several us with cold caches. The tracks are
+therefore python objects and a frame is a loop over python floats, with the arithmetic the arrays
+had (float64 states, float32 detection boxes). Predicted boxes are matched in float64 (the arrays
+rounded them to float32 first: the IoUs differ in the 8th digit, and matches did not, over 3 x 2000
+frames). The one part that grows with the square of the boxes, their IoU pairs, goes to numpy for
+large frames (app.tracking.pairs). `update` takes and gives arrays; `track` does the same on
+python lists (the object stage's).
 """
 
 import collections
 
 import numpy as np
 
-from app.model.nms import iou_matrix
+from app.tracking.floats import listed
+from app.tracking.pairs import greedy_pairs, iou_pairs, iou_pairs_within
 
 # Correction gains of the alpha-beta filter: position follows a detection by ALPHA of the
 # residual, velocity by BETA of it. On the synthetic camera (shapes at 2-8 px a frame, box
@@ -28,7 +35,6 @@ ALPHA = 0.7
 BETA = 0.3
 # An unmatched detection overlapping a matched one by more than this is the same object again.
 DUPLICATE_IOU = 0.7
-_GAINS = np.array([ALPHA, BETA])  # of the state and of the velocity, in one array op
 
 # One frame of the tracker. Rows are the confirmed live tracks (matched or coasting), by id.
 #   ids: int64 [M] track ids (1, 2, ... in order of confirmation).
@@ -41,47 +47,74 @@ _GAINS = np.array([ALPHA, BETA])  # of the state and of the velocity, in one arr
 #   ended: int64 [E] ids of the tracks that ended this frame.
 TrackFrame = collections.namedtuple(
     "TrackFrame", "ids boxes class_ids scores matched start_times detection_ids ended")
+# The same fields as python lists (`Tracker.track`); a box is [x0, y0, x1, y1]: the detection's float32
+# values when matched, else the prediction's float64 values (TrackFrame rounds them to float32).
+TrackLists = collections.namedtuple("TrackLists", TrackFrame._fields)
+_DTYPES = (np.int64, np.float32, np.int32, np.float32, bool, np.float64, np.int64, np.int64)
 
 
-# (cx, cy, w, h) = (x0, y0, x1, y1) @ _TO_STATE; (x0, y0, x1, y1) = (cx, cy, w, h) @ _TO_CORNERS. One
-# matrix product instead of a dozen column ops (numpy costs ~1 us a call on these few rows), and
-# exact: each output sums two products by 1 or 0.5 (exact), so it is rounded once, as (x0 + x1) / 2 is.
-_TO_STATE = np.array([[0.5, 0, -1, 0], [0, 0.5, 0, -1], [0.5, 0, 1, 0], [0, 0.5, 0, 1]])
-_TO_CORNERS = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]])
-_LEAST_STATE = np.array([-np.inf, -np.inf, 0, 0])  # a negative width or height is drawn as 0
+def state_of(box):
+    """[cx, cy, w, h] (float64) of a pixel box (x0, y0, x1, y1) of python floats."""
+    x0, y0, x1, y1 = box
+    return [(x0 + x1) * 0.5, (y0 + y1) * 0.5, x1 - x0, y1 - y0]
+
+
+def corners_of(state):
+    """[x0, y0, x1, y1] (float64) of a state (cx, cy, w, h); a negative width or height is drawn as 0."""
+    cx, cy, w, h = state
+    half_w, half_h = (w if w > 0 else 0.0) * 0.5, (h if h > 0 else 0.0) * 0.5
+    return [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
 
 
 def corners_to_state(boxes):
     """float64 [K, 4] (cx, cy, w, h) of pixel boxes [K, 4] (x0, y0, x1, y1)."""
-    return np.asarray(boxes, np.float64).reshape(-1, 4).dot(_TO_STATE)
+    return np.array([state_of(box) for box in listed(boxes, np.float64, 4)], np.float64).reshape(-1, 4)
 
 
 def state_to_corners(state):
     """float32 [K, 4] pixel boxes (x0, y0, x1, y1) of states [K, 4] (cx, cy, w, h)."""
-    return np.maximum(state, _LEAST_STATE).dot(_TO_CORNERS).astype(np.float32)
+    return np.array([corners_of(s) for s in listed(state, np.float64, 4)], np.float32).reshape(-1, 4)
 
 
-def merge_duplicates(boxes, scores, ious=None):
+def duplicate_parents(boxes, scores):
     """Groups detections of one object: per-class NMS leaves one box per label on an object the
     model is unsure of, overlapping by more than DUPLICATE_IOU. Greedy by score, like NMS.
 
     Args:
-      boxes: float32 [K, 4] pixels (x0, y0, x1, y1).
-      scores: float32 [K].
-      ious: float32 [K, K] `iou_matrix(boxes, boxes)` when the caller has it already.
+      boxes: [K] pixel boxes (x0, y0, x1, y1) of python floats.
+      scores: [K] python floats.
+
+    Returns:
+      [K] ints: the highest-scoring detection of each one's group (itself for a primary), or
+      None when no detection duplicates another (the usual frame).
+    """
+    over = collections.defaultdict(list)
+    for iou, i, j in iou_pairs_within(boxes, DUPLICATE_IOU):
+        if iou > DUPLICATE_IOU:
+            over[i].append(j)
+            over[j].append(i)
+    if not over:
+        return None
+    parent = [None] * len(boxes)
+    for i in sorted(range(len(boxes)), key=scores.__getitem__, reverse=True):  # stable: ties by index
+        if parent[i] is None:
+            parent[i] = i
+            for j in over[i]:
+                if parent[j] is None:
+                    parent[j] = i
+    return parent
+
+
+def merge_duplicates(boxes, scores):
+    """`duplicate_parents` of arrays: boxes float [K, 4] pixels (x0, y0, x1, y1), scores float [K].
 
     Returns:
       (primary, parent): int64 [P] ascending indices of the highest-scoring box of each group,
       and int64 [K] the primary index each detection belongs to (itself for a primary).
     """
-    over = (iou_matrix(boxes, boxes) if ious is None else ious) > DUPLICATE_IOU
-    if np.count_nonzero(over) == len(boxes) and over.diagonal().all():  # the usual frame: no duplicates
-        return np.arange(len(boxes)), np.arange(len(boxes))
-    parent = np.full(len(boxes), -1, np.int64)
-    for i in np.argsort(-scores, kind="mergesort"):
-        if parent[i] < 0:
-            parent[(parent < 0) & over[i]] = i  # i itself (IoU 1) included
-    return np.flatnonzero(parent == np.arange(len(boxes))), parent
+    parent = duplicate_parents(listed(boxes, np.float32, 4), listed(scores, np.float32))
+    parent = list(range(len(scores))) if parent is None else parent
+    return np.array([k for k, p in enumerate(parent) if p == k], np.int64), np.array(parent, np.int64)
 
 
 def greedy_match(iou, min_iou):
@@ -95,16 +128,49 @@ def greedy_match(iou, min_iou):
       int64 [P, 2] (row, column) pairs.
     """
     least = float(iou.dtype.type(min_iou))  # as numpy would compare a float32 array with min_iou
-    candidates = [(-value, r, c) for r, row in enumerate(iou.tolist()) for c, value in enumerate(row)
+    candidates = [(value, r, c) for r, row in enumerate(iou.tolist()) for c, value in enumerate(row)
                   if value >= least]
-    candidates.sort()  # by -IoU, ties in (row, column) order; python lists on a few tracks beat numpy calls
-    used_rows, used_cols, pairs = set(), set(), []
-    for _, r, c in candidates:
-        if r not in used_rows and c not in used_cols:
-            used_rows.add(r)
-            used_cols.add(c)
-            pairs.append((r, c))
-    return np.array(pairs, np.int64).reshape(-1, 2)
+    return np.array(greedy_pairs(candidates), np.int64).reshape(-1, 2)
+
+
+class _Track(object):
+    """One track: its state and velocity (lists of 4 float64 python floats) and counters."""
+    __slots__ = ("state", "velocity", "id", "hits", "misses", "votes", "label", "start", "box", "score")
+
+    def __init__(self, box, score, num_classes, start):
+        self.state, self.velocity = state_of(box), [0.0] * 4
+        self.id, self.hits, self.misses = 0, 1, 0  # id 0 while tentative; misses: frames since a match
+        self.votes, self.label = [0.0] * num_classes, 0   # summed scores per label; their (first) argmax
+        self.start = start
+        self.box, self.score = box, score  # this frame's: the matched detection's, else the prediction and 0
+
+    def predict(self):
+        """One frame ahead at constant velocity, unmatched until `correct`; returns the box (float64)."""
+        (s0, s1, s2, s3), (v0, v1, v2, v3) = self.state, self.velocity
+        self.state = [s0 + v0, s1 + v1, s2 + v2, s3 + v3]
+        self.misses += 1
+        self.box, self.score = corners_of(self.state), 0.0
+        return self.box
+
+    def correct(self, box, score):
+        """Alpha-beta correction towards a detection (box of python floats); the second hit sets the velocity."""
+        gain, velocity_gain = (1.0, 1.0) if self.hits == 1 else (ALPHA, BETA)
+        (s0, s1, s2, s3), (v0, v1, v2, v3) = self.state, self.velocity
+        m0, m1, m2, m3 = state_of(box)
+        r0, r1, r2, r3 = m0 - s0, m1 - s1, m2 - s2, m3 - s3  # written out: 3x faster than a loop over 4
+        self.state = [s0 + gain * r0, s1 + gain * r1, s2 + gain * r2, s3 + gain * r3]
+        self.velocity = [v0 + velocity_gain * r0, v1 + velocity_gain * r1, v2 + velocity_gain * r2,
+                         v3 + velocity_gain * r3]
+        self.hits, self.misses, self.box, self.score = self.hits + 1, 0, box, score
+
+    def vote(self, class_id, score):
+        """Adds `score` to the votes for `class_id`; only that label can become the majority."""
+        votes = self.votes
+        votes[class_id] += score
+        if score < 0:  # (not from a detector) a falling vote may hand the majority to any label
+            self.label = votes.index(max(votes))
+        elif votes[class_id] > votes[self.label] or (votes[class_id] == votes[self.label] and class_id < self.label):
+            self.label = class_id
 
 
 class Tracker(object):
@@ -123,16 +189,11 @@ class Tracker(object):
                              "got {}, {}, {}, {}".format(num_classes, min_hits, max_age, min_iou))
         self.num_classes, self.min_hits, self.max_age, self.min_iou = num_classes, min_hits, max_age, min_iou
         self._next_id = 1
-        self._motion = np.zeros((0, 2, 4), np.float64)  # [T, 2, 4]: state (cx, cy, w, h) and its velocity per frame
-        self._ids = np.zeros(0, np.int64)          # 0 while tentative
-        self._hits = np.zeros(0, np.int64)
-        self._misses = np.zeros(0, np.int64)
-        self._votes = np.zeros((0, num_classes), np.float64)  # summed scores per label
-        self._start = np.zeros(0, np.float64)
+        self._tracks = []  # _Track, in order of creation
 
     def __len__(self):
         """Number of live tracks, tentative ones included."""
-        return len(self._ids)
+        return len(self._tracks)
 
     def update(self, boxes, class_ids, scores, now=0.0):
         """Advances every track by one frame with this frame's detections.
@@ -146,115 +207,68 @@ class Tracker(object):
         Returns:
           A TrackFrame.
         """
-        boxes, class_ids, scores = self._check(boxes, class_ids, scores)
-        self._motion[:, 0] += self._motion[:, 1]  # predict: constant velocity
-        primary, parent, rows, cols = self._match(boxes, scores)
-        measured = corners_to_state(boxes)
-        self._correct(rows, measured[cols])
-        dead = self._age(rows)
-        ended = self._ids[dead & (self._ids > 0)]
-        detection_rows = self._detection_rows(measured, primary, parent, rows, cols, now)
-        self._vote(detection_rows, class_ids, scores, parent is not None)
-        if dead.any():
-            alive = np.concatenate([~dead, np.ones(len(self._ids) - len(dead), bool)])
-            detection_rows = (np.cumsum(alive) - 1)[detection_rows]  # matched and new rows never die
-            self._keep(alive)
+        found = self.track(listed(boxes, np.float32, 4), listed(class_ids, np.int64), listed(scores, np.float32), now)
+        frame = [np.array(values, dtype) for values, dtype in zip(found, _DTYPES)]
+        frame[1] = frame[1].reshape(-1, 4)
+        return TrackFrame(*frame)
+
+    def track(self, boxes, class_ids, scores, now=0.0):
+        """`update` on python values: boxes [K] lists (x0, y0, x1, y1) of float32 values (pixels),
+        class_ids [K] ints, scores [K] float32 values; returns TrackLists."""
+        self._check(boxes, class_ids, scores)
+        predicted = [track.predict() for track in self._tracks]
+        parent = duplicate_parents(boxes, scores)
+        candidates = iou_pairs(predicted, boxes, self.min_iou)
+        if parent is not None:  # a duplicate is matched through its primary only
+            candidates = [c for c in candidates if parent[c[2]] == c[2]]
+        owner = [None] * len(boxes)  # the track of each primary detection
+        for r, k in greedy_pairs(candidates):
+            owner[k] = self._tracks[r]
+            owner[k].correct(boxes[k], scores[k])
+        ended = self._drop_dead()
+        for k, track in enumerate(owner):
+            if track is None and (parent is None or parent[k] == k):
+                owner[k] = self._spawn(boxes[k], scores[k], now)
+        owners = owner if parent is None else [owner[p] for p in parent]
+        for track, class_id, score in zip(owners, class_ids, scores):
+            track.vote(class_id, score)
         self._confirm()
-        if parent is None:
-            return self._frame(boxes, scores, detection_rows, detection_rows, ended)
-        return self._frame(boxes[primary], scores[primary], detection_rows[primary], detection_rows, ended)
-
-    def _match(self, boxes, scores):
-        """Merges duplicates, then matches the predictions with the primary detections.
-
-        Returns:
-          (primary, parent, rows, cols): merge_duplicates' primary and parent (None when no
-          detection is a duplicate: primary is then 0..K-1 and nothing is indexed by it), and the
-          matched track rows with their detection indices, int64 [P] each.
-        """
-        count = len(boxes)
-        ious = iou_matrix(np.concatenate([boxes, state_to_corners(self._motion[:, 0])]), boxes)  # [K + T, K], one call
-        primary, parent = merge_duplicates(boxes, scores, ious[:count])
-        if len(primary) == count:
-            pairs = greedy_match(ious[count:], self.min_iou)
-            return primary, None, pairs[:, 0], pairs[:, 1]
-        pairs = greedy_match(ious[count:, primary], self.min_iou)
-        return primary, parent, pairs[:, 0], primary[pairs[:, 1]]
-
-    def _detection_rows(self, measured, primary, parent, rows, cols, now):
-        """int64 [K] track row of each detection: its match, else a new tentative track (a primary
-        detection, state from `measured`), else its primary's (a duplicate)."""
-        detection_rows = np.full(len(measured), -1, np.int64)
-        detection_rows[cols] = rows
-        fresh = primary[detection_rows[primary] < 0]
-        if len(fresh):
-            detection_rows[fresh] = self._spawn(measured[fresh], now)
-        return detection_rows if parent is None else detection_rows[parent]
+        return self._lists(owners, ended)
 
     def _check(self, boxes, class_ids, scores):
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        class_ids = np.asarray(class_ids, np.int64).reshape(-1)
-        scores = np.asarray(scores, np.float32).reshape(-1)
         if len(class_ids) != len(boxes) or len(scores) != len(boxes):
             raise ValueError("boxes, class_ids and scores must have the same length, got {}, {}, {}"
                              .format(len(boxes), len(class_ids), len(scores)))
-        ids = class_ids.tolist()  # python min/max: cheaper than two numpy reductions on a few values
-        if ids and (min(ids) < 0 or max(ids) >= self.num_classes):
-            raise ValueError("class_ids must be in 0..{}, got {}".format(self.num_classes - 1, ids))
-        return boxes, class_ids, scores
+        if class_ids and (min(class_ids) < 0 or max(class_ids) >= self.num_classes):
+            raise ValueError("class_ids must be in 0..{}, got {}".format(self.num_classes - 1, list(class_ids)))
 
-    def _correct(self, rows, measured):
-        """Alpha-beta correction of the matched tracks; a track's second hit sets its velocity."""
-        motion = self._motion[rows]
-        gains = np.where((self._hits[rows] == 1)[:, None], 1.0, _GAINS)  # [R, 2] state, velocity
-        self._motion[rows] = motion + gains[:, :, None] * (measured - motion[:, 0])[:, None]
-        self._hits[rows] += 1
+    def _drop_dead(self):
+        """Drops the unmatched tentative tracks and those unmatched for more than max_age frames;
+        returns the ids of the confirmed ones among them."""
+        alive, ended = [], []
+        for track in self._tracks:
+            if track.misses and (not track.id or track.misses > self.max_age):
+                if track.id:
+                    ended.append(track.id)
+            else:
+                alive.append(track)
+        self._tracks = alive
+        return ended
 
-    def _age(self, matched_rows):
-        """Counts a miss on every unmatched track; returns bool [T]: the tracks that die now."""
-        self._misses += 1
-        self._misses[matched_rows] = 0
-        return (self._misses > 0) & ((self._ids == 0) | (self._misses > self.max_age))
-
-    def _vote(self, detection_rows, class_ids, scores, duplicates):
-        """Adds each detection's score to its track's votes for its label (np.add.at only where
-        two detections of a frame share a track, which fancy-index += would count once)."""
-        if duplicates:
-            np.add.at(self._votes, (detection_rows, class_ids), scores)
-        else:
-            self._votes[detection_rows, class_ids] += scores
-
-    def _keep(self, mask):
-        for name in ("_motion", "_ids", "_hits", "_misses", "_votes", "_start"):
-            setattr(self, name, getattr(self, name)[mask])
-
-    def _spawn(self, measured, now):
-        """Appends a tentative track per state in `measured` (float64 [F, 4] cx, cy, w, h); returns their rows."""
-        fresh = len(measured)
-        rows = len(self._ids) + np.arange(fresh)
-        self._motion = np.concatenate([self._motion, np.stack([measured, np.zeros((fresh, 4))], axis=1)])
-        self._ids = np.concatenate([self._ids, np.zeros(fresh, np.int64)])
-        self._hits = np.concatenate([self._hits, np.ones(fresh, np.int64)])
-        self._misses = np.concatenate([self._misses, np.zeros(fresh, np.int64)])
-        self._votes = np.concatenate([self._votes, np.zeros((fresh, self.num_classes))])
-        self._start = np.concatenate([self._start, np.full(fresh, float(now))])
-        return rows
+    def _spawn(self, box, score, now):
+        """A new tentative track on a detection (its box: python floats) at time `now`."""
+        track = _Track(box, score, self.num_classes, float(now))
+        self._tracks.append(track)
+        return track
 
     def _confirm(self):
-        new = (self._ids == 0) & (self._hits >= self.min_hits)
-        count = np.count_nonzero(new)
-        if count:
-            self._ids[new] = self._next_id + np.arange(count)
-            self._next_id += count
+        for track in self._tracks:
+            if not track.id and track.hits >= self.min_hits:
+                track.id, self._next_id = self._next_id, self._next_id + 1
 
-    def _frame(self, boxes, scores, rows, detection_rows, ended):
-        """The TrackFrame of the confirmed tracks; `boxes`, `scores` of the primary detections, on `rows`."""
-        box = state_to_corners(self._motion[:, 0])
-        score = np.zeros(len(self._ids), np.float32)
-        matched = np.zeros(len(self._ids), bool)
-        box[rows], score[rows], matched[rows] = boxes, scores, True
-        ids = self._ids[detection_rows]
-        labels = np.argmax(self._votes, axis=1).astype(np.int32)
-        c = self._ids > 0
-        return TrackFrame(self._ids[c], box[c], labels[c], score[c], matched[c], self._start[c],
-                          np.where(ids > 0, ids, -1), ended)
+    def _lists(self, owners, ended):
+        """TrackLists of the confirmed tracks; `owners`: the track of each detection."""
+        tracks = [track for track in self._tracks if track.id]
+        return TrackLists([t.id for t in tracks], [t.box for t in tracks], [t.label for t in tracks],
+                          [t.score for t in tracks], [t.misses == 0 for t in tracks], [t.start for t in tracks],
+                          [t.id or -1 for t in owners], ended)
