@@ -33,6 +33,13 @@ def test_a_count_is_taken_as_it_is():
     assert cpu_replicas.replica_count("3", 12, 1, 10) == 3
 
 
+def test_float_steps_count_from_the_start_step():
+    from training.config import load_config
+    train = load_config().train  # 5000 steps, quantization-aware from 4000
+    assert cpu_replicas.float_steps(train, 1500) == 2500
+    assert cpu_replicas.float_steps(train, 4500) == 0  # resumed (or fine-tuned) quantization-aware
+
+
 def test_float_steps_end_at_the_quantization_delay():
     from training.config import app_config, load_config
     train = load_config().train  # 5000 steps, quantization-aware from 4000
@@ -66,7 +73,21 @@ SCRIPT = textwrap.dedent("""
     if sys.argv[1] == "started":
         tf.constant(1.0) + 1.0  # TensorFlow starts with its one CPU device
     strategy = cpu_replicas.strategy("2", load_config().train)
+    ranges = None
+    if strategy:  # a fine-tuning run's range calibration on the replicas (as test_finetune's, on one device)
+        import numpy as np
+        import tf_keras as keras
+        from training import qat_ranges, train
+        with strategy.scope():
+            inputs = keras.Input((4, 4, 1))
+            conv = keras.layers.Conv2D(1, 1, kernel_initializer="ones", bias_initializer="zeros")
+            model = train.quantize(keras.Model(inputs, conv(inputs)))
+        batches = [tf.constant(np.linspace(low, high, 16, dtype=np.float32).reshape(1, 4, 4, 1))
+                   for low, high in ((-1.0, 2.0), (-3.0, 4.0))]
+        qat_ranges.calibrate(model, batches, strategy)
+        ranges = [float(v.numpy()) for v in qat_ranges.moving_average_ranges(model)]
     print(json.dumps({
+        "ranges": ranges,
         "replicas": strategy.num_replicas_in_sync if strategy else None,
         "devices": list(strategy.extended.worker_devices) if strategy else [],
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
@@ -87,6 +108,9 @@ def test_before_tensorflow_starts_two_replicas_share_the_cores():
     assert result["replicas"] == 2
     assert [d.rsplit("/", 1)[-1] for d in result["devices"]] == ["device:CPU:0", "device:CPU:1"]
     assert result["intra_op_threads"] == max(1, result["cores"] // 2)
+    # Every replica saw each batch and the range updates were all-reduced: the one-device result.
+    low, high = result["ranges"]
+    assert low == pytest.approx(-2.0, abs=0.03) and high == pytest.approx(3.0, abs=0.03)
 
 
 def test_after_tensorflow_started_one_device_means_no_split():

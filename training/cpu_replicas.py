@@ -66,14 +66,16 @@ def cpu_devices(count):
     return [d.name for d in tf.config.list_logical_devices("CPU")][:count]
 
 
-def float_steps(train_cfg):
-    """The float steps of a run of `train_cfg` (all of them without quantization-aware training)."""
+def float_steps(train_cfg, start_step=0):
+    """The float steps a run of `train_cfg` has left from `start_step` (all of its steps without
+    quantization-aware training)."""
     q = train_cfg.quantization
-    return min(train_cfg.steps, q.delay) if q.enabled else train_cfg.steps
+    return max(0, (min(train_cfg.steps, q.delay) if q.enabled else train_cfg.steps) - start_step)
 
 
-def strategy(setting, train_cfg):
-    """MirroredStrategy over the CPU replicas `setting` asks for a run of `train_cfg`, or None for one."""
-    count = replica_count(setting, train_cfg.batch_size, host_cores(), float_steps(train_cfg))
+def strategy(setting, train_cfg, start_step=0):
+    """MirroredStrategy over the CPU replicas `setting` asks for a run of `train_cfg` from
+    `start_step`, or None for one."""
+    count = replica_count(setting, train_cfg.batch_size, host_cores(), float_steps(train_cfg, start_step))
     devices = cpu_devices(count) if count > 1 else []
     return tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else None

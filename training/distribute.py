@@ -36,20 +36,22 @@ from training.join_guard import JoinGuard
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
 
 
-def choose_strategy(distribute_cfg, train_cfg):
+def choose_strategy(distribute_cfg, train_cfg, start_step=0):
     """MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs or CPU replicas, else the
     default strategy.
 
     Joining a multi-worker cluster waits for every worker of TF_CONFIG; a worker still waiting
     after `distribute_cfg.join_timeout_s` seconds exits 1 with one line (join_guard.JoinGuard).
-    A CPU-only host splits each batch of a run of `train_cfg` over `distribute_cfg.cpu_replicas`.
+    A CPU-only host splits each batch of a run of `train_cfg` (from `start_step`) over
+    `distribute_cfg.cpu_replicas`.
     """
     if os.environ.get("TF_CONFIG"):
         return _join_cluster(distribute_cfg.join_timeout_s)
     if tf.config.list_physical_devices("GPU"):
         gpus = len(tf.config.list_logical_devices("GPU"))
         return tf.distribute.MirroredStrategy() if gpus > 1 else tf.distribute.get_strategy()
-    return cpu_replicas.strategy(distribute_cfg.cpu_replicas, train_cfg) or tf.distribute.get_strategy()
+    return (cpu_replicas.strategy(distribute_cfg.cpu_replicas, train_cfg, start_step)
+            or tf.distribute.get_strategy())
 
 
 def _join_cluster(join_timeout_s):

@@ -15,6 +15,7 @@ those quantizers take their range from the current values, not from an average.
 """
 
 import numpy as np
+import tensorflow as tf
 
 EMA_DECAY = 0.999  # tfmot MovingAverageQuantizer's ema_decay (quantizers.py)
 # Variables of MovingAverageQuantizers: layer outputs and QuantizeAwareActivation outputs.
@@ -28,32 +29,35 @@ def moving_average_ranges(model):
     return [v for v in model.variables if v.name.endswith(RANGE_SUFFIXES)]
 
 
-def _batch_ranges(model, variables, images):
-    """The range each of `variables` saw on `images` in one training-mode pass; afterwards every
-    non-trainable variable (ranges, batch-norm statistics) is as it was."""
+def _batch_ranges(model, variables, images, strategy):
+    """The range each of `variables` saw on `images` in one training-mode pass (on every replica of
+    `strategy`, which all-reduces the range updates); afterwards every non-trainable variable
+    (ranges, batch-norm statistics) is as it was."""
     state = [(v, v.numpy()) for v in model.non_trainable_variables]
     start = [v.numpy().astype(np.float64) for v in variables]
-    model(images, training=True)
+    strategy.run(model, args=(images,), kwargs={"training": True})
     seen = [(v.numpy() - EMA_DECAY * s) / (1.0 - EMA_DECAY) for v, s in zip(variables, start)]
     for v, value in state:
         v.assign(value)
     return seen
 
 
-def calibrate(model, batches, rounds=ROUNDS):
+def calibrate(model, batches, strategy=None, rounds=ROUNDS):
     """Sets every moving-average activation range of `model` to its mean batch range.
 
     Args:
       model: tfmot-quantized tf_keras model; nothing but the ranges changes.
       batches: list of float32 [B, H, W, 3] model inputs in [-1, 1] (training images).
+      strategy: the tf.distribute strategy `model` was made in (None: the default one).
       rounds: passes over `batches`.
 
     Returns:
       the number of range variables set.
     """
     variables = moving_average_ranges(model)
+    strategy = strategy or tf.distribute.get_strategy()
     for _ in range(rounds):
-        seen = [_batch_ranges(model, variables, images) for images in batches]
+        seen = [_batch_ranges(model, variables, images, strategy) for images in batches]
         for i, v in enumerate(variables):
             v.assign(np.mean([s[i] for s in seen], axis=0).astype(np.float32))
     for v in variables:  # the quantizer keeps 0 inside every range: a solve that breaks it is a bug

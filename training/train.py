@@ -214,7 +214,7 @@ class Trainer:
             return
         batches = [self.strategy.experimental_local_results(next(iterator)[0])[0]
                    for _ in range(qat_ranges.BATCHES)]
-        qat_ranges.calibrate(self.model, batches)
+        qat_ranges.calibrate(self.model, batches, self.strategy)
 
     def restore(self, state):
         """Loads the checkpoint state.json names (switching to QAT first if it is one)."""
@@ -354,7 +354,7 @@ def train(cfg, workdir, decoded, cache=False, eval_examples=None, resume=False, 
     """
     check_train_config(cfg.train)
     distribute.check_config(cfg.distribute, cfg.train.batch_size)
-    strategy = strategy or distribute.choose_strategy(cfg.distribute, cfg.train)
+    strategy = strategy or distribute.choose_strategy(cfg.distribute, cfg.train, _start_step(workdir, resume))
     state = run_dir.prepare(workdir, cfg, resume, write=distribute.is_chief(strategy))
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:
@@ -399,6 +399,12 @@ def restore_model(workdir):
     return model, cfg, state
 
 
+def _start_step(workdir, resume):
+    """The step a run starts from: its state.json's when resuming (0 without one), else 0."""
+    state = run_dir.read_state(workdir) if resume else None
+    return int(state["step"]) if state else 0
+
+
 def _checkpoint_note(step):
     return "no checkpoint yet" if step is None else "last good checkpoint: step {}".format(step)
 
@@ -417,7 +423,8 @@ def run(args):
                                 args.skip_bad, resume=args.resume)
     workdir = args.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.config))[0])
-    strategy = distribute.choose_strategy(cfg.distribute, cfg.train)  # config_with_overrides checked it
+    # config_with_overrides checked the distribute section.
+    strategy = distribute.choose_strategy(cfg.distribute, cfg.train, _start_step(workdir, args.resume))
     examples = data_io.load_split(cfg.data, "train", cfg.model.labels)
     eval_examples = data_io.load_split(cfg.data, "eval", cfg.model.labels)
     if cfg.eval.max_images:
