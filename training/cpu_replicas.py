@@ -55,8 +55,8 @@ def check_setting(setting, batch_size):
 
 
 def cpu_devices(count):
-    """Names of `count` logical CPU devices, made now with one op thread per core share, or the
-    logical CPU devices TensorFlow already has if it has started (fewer when it has fewer)."""
+    """Names of `count` logical CPU devices, made now with the cores shared out among them as
+    intra-op threads, or of those TensorFlow already has if it has started (fewer if it has fewer)."""
     try:
         tf.config.set_logical_device_configuration(
             tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * count)
