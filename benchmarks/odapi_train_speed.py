@@ -150,8 +150,7 @@ def float_config(cfg, steps):
     eval, on the CPU replicas `cfg`'s whole run gets (distribute.cpu_replicas auto counts its float steps)."""
     train = replace(cfg.train, steps=steps, log_every=LOG_EVERY, checkpoint_every=steps, eval_every=0,
                     quantization=replace(cfg.train.quantization, enabled=False))
-    replicas = cpu_replicas.replica_count(cfg.distribute.cpu_replicas, cfg.train.batch_size,
-                                          cpu_replicas.host_cores(), cpu_replicas.float_steps(cfg.train))
+    replicas = cpu_replicas.run_replicas(cfg.distribute.cpu_replicas, cfg.train)
     return replace(cfg, train=train, eval=replace(cfg.eval, max_images=8),
                    distribute=replace(cfg.distribute, cpu_replicas=str(replicas)))
 

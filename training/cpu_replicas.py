@@ -73,9 +73,14 @@ def float_steps(train_cfg, start_step=0):
     return max(0, (min(train_cfg.steps, q.delay) if q.enabled else train_cfg.steps) - start_step)
 
 
+def run_replicas(setting, train_cfg, start_step=0):
+    """The replicas `setting` gives a run of `train_cfg` from `start_step` on this host."""
+    return replica_count(setting, train_cfg.batch_size, host_cores(), float_steps(train_cfg, start_step))
+
+
 def strategy(setting, train_cfg, start_step=0):
     """MirroredStrategy over the CPU replicas `setting` asks for a run of `train_cfg` from
     `start_step`, or None for one."""
-    count = replica_count(setting, train_cfg.batch_size, host_cores(), float_steps(train_cfg, start_step))
+    count = run_replicas(setting, train_cfg, start_step)
     devices = cpu_devices(count) if count > 1 else []
     return tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else None
